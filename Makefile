@@ -1,0 +1,45 @@
+# metacompress: every command a user needs. `make help` lists them.
+# PROFILE = smoke (tests, minutes) | quick (default, real CIFAR-10 on a 2-core CPU) | paper (GPU, the paper's scale)
+PROFILE ?= quick
+PYTHON  ?= python3
+FORCE   ?=
+STEPS   := data finetune generate compress
+STAMP   := .make/installed
+RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
+
+.PHONY: help install test test-nbs test-py check-sync reproduce bench lab clean-runs $(STEPS)
+
+help:  ## this list
+	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
+
+$(STAMP): settings.ini setup.py
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	@mkdir -p .make && touch $@
+
+install: $(STAMP)  ## pip install the package and its test tools (editable)
+
+test: install test-nbs test-py check-sync  ## install, then nbdev_test + pytest + export/clean sync check
+
+test-nbs: install  ## run the notebooks' fast cells (cells flagged `slow` are skipped)
+	nbdev_test --n_workers 2 --do_print
+
+test-py: install  ## pytest: unit tests and the smoke pipeline through papermill
+	$(PYTHON) -m pytest -q tests
+
+check-sync: install  ## nbdev_export and nbdev_clean must change nothing
+	@$(RUN) check-sync
+
+reproduce: install  ## run every pipeline notebook in order through papermill (PROFILE=quick by default)
+	$(RUN) all --profile $(PROFILE) $(if $(FORCE),--force)
+
+$(STEPS): install  ## one room of the pipeline: make data|finetune|generate|compress PROFILE=...
+	$(RUN) $@ --profile $(PROFILE) $(if $(FORCE),--force)
+
+bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
+	$(PYTHON) -c 'from metacompress.bench import main; main()'
+
+lab: install  ## install and open JupyterLab on nbs/
+	$(PYTHON) -m pip install -q -e ".[lab]" && jupyter lab nbs
+
+clean-runs:  ## delete executed notebooks of PROFILE (caches and checkpoints stay)
+	rm -rf data/runs/$(PROFILE)
