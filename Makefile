@@ -7,7 +7,7 @@ STEPS   := data finetune generate compress
 STAMP   := .make/installed
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 
-.PHONY: help install test test-nbs test-py check-sync reproduce bench lab clean-runs $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce bench readme lab clean-runs $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -37,6 +37,9 @@ $(STEPS): install  ## one room of the pipeline: make data|finetune|generate|comp
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
 	$(PYTHON) -c 'from metacompress.bench import main; main()'
+
+readme: install  ## execute nbs/index.ipynb (tables from figures/) and regenerate README.md from it
+	@$(RUN) readme
 
 lab: install  ## install and open JupyterLab on nbs/
 	$(PYTHON) -m pip install -q -e ".[lab]" && jupyter lab nbs

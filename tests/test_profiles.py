@@ -30,3 +30,8 @@ def test_unknown_profile_key_is_refused(tmp_path, monkeypatch):
     d = tmp_path / "profiles"; d.mkdir(); (d / "typo.yaml").write_text(yaml.safe_dump(prof))
     monkeypatch.setattr(core, "profiles_dir", lambda: d)
     with pytest.raises(ValueError, match="n_trian"): parameters_for("data", "typo")
+
+def test_readme_is_generated_from_index_notebook():
+    from metacompress.core import project_root
+    from metacompress.run import render_readme
+    assert (project_root() / "README.md").read_text(encoding="utf-8") == render_readme(), "README.md is stale: run `make readme`"
