@@ -3,7 +3,7 @@
 PROFILE ?= quick
 PYTHON  ?= python3
 FORCE   ?=
-STEPS   := data finetune generate compress
+STEPS   := data finetune generate compress extract predict evaluate recommend
 STAMP   := .make/installed
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 

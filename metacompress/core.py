@@ -46,7 +46,8 @@ def figures_dir(profile: str) -> Path:
 
 # %% ../nbs/00_core.ipynb #eaa8a7bc
 PROFILES = ("smoke", "quick", "paper")
-STEPS = {"data": "01_data", "finetune": "02_finetune", "generate": "03_generate", "compress": "04_compress"}
+STEPS = {"data": "01_data", "finetune": "02_finetune", "generate": "03_generate", "compress": "04_compress",
+         "extract": "05_extract", "predict": "06_predict", "evaluate": "07_evaluate", "recommend": "08_recommend"}
 
 def profiles_dir() -> Path: return project_root() / "nbs" / "profiles"
 

@@ -37,12 +37,20 @@ class DataError(ValueError):
 class Split:
     x: torch.Tensor  # uint8 (N, 3, H, W)
     y: torch.Tensor  # int64 (N,)
+    # The dataset's per-channel statistics (0-1 pixels): `inputs()` turns images into the pipeline's standard
+    # model input with them. Every model takes that input; a model with other statistics adapts inside itself.
+    mean: tuple = CIFAR10_MEAN
+    std: tuple = CIFAR10_STD
     def __post_init__(self):
         if self.x.dtype != torch.uint8 or self.x.ndim != 4: raise DataError(f"Split.x must be uint8 (N,3,H,W), got {self.x.dtype} {tuple(self.x.shape)}")
         if len(self.x) != len(self.y): raise DataError(f"Split has {len(self.x)} images but {len(self.y)} labels")
     def __len__(self): return len(self.y)
-    def __getitem__(self, i): return Split(self.x[i], self.y[i])
-    def subset(self, idx: torch.Tensor) -> "Split": return Split(self.x[idx], self.y[idx])
+    def __getitem__(self, i): return Split(self.x[i], self.y[i], self.mean, self.std)
+    def subset(self, idx: torch.Tensor) -> "Split": return Split(self.x[idx], self.y[idx], self.mean, self.std)
+    def inputs(self, idx=None, device=None) -> torch.Tensor:
+        "Model input for images `idx` (all when None): float32 normalised with the split's statistics, on `device`."
+        x = self.x if idx is None else self.x[idx]
+        return normalize(x.to(device) if device is not None else x, self.mean, self.std)
     def __repr__(self): return f"Split(n={len(self)}, shape={tuple(self.x.shape[1:])}, classes={self.y.unique().numel()})"
 
 @dataclass
