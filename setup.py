@@ -16,7 +16,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["metacompress", "metacompress.*"]),
     include_package_data=True,
     install_requires=cfg["requirements"].split(),
-    extras_require={"dev": cfg["dev_requirements"].split(), "lab": cfg["lab_requirements"].split()},
+    extras_require={"dev": cfg["dev_requirements"].split(), "lab": cfg["lab_requirements"].split(),
+                    "ray": cfg["ray_requirements"].split()},
     entry_points={"console_scripts": cfg["console_scripts"].split()},
     zip_safe=False,
 )
