@@ -7,13 +7,13 @@ STEPS   := data finetune generate compress extract predict evaluate recommend
 STAMP   := .make/installed
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 
-.PHONY: help install test test-nbs test-py check-sync reproduce bench readme lab clean-runs $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench readme lab clean-runs $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
 
 $(STAMP): settings.ini setup.py
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 	@mkdir -p .make && touch $@
 
 install: $(STAMP)  ## pip install the package and its test tools (editable)
@@ -29,10 +29,16 @@ test-py: install  ## pytest: unit tests and the smoke pipeline through papermill
 check-sync: install  ## nbdev_export and nbdev_clean must change nothing
 	@$(RUN) check-sync
 
-reproduce: install  ## run every pipeline notebook in order through papermill (PROFILE=quick by default)
+reproduce: install  ## every pipeline notebook in order through papermill, then the manifest check (PROFILE=quick by default)
 	$(RUN) all --profile $(PROFILE) $(if $(FORCE),--force)
 
-$(STEPS): install  ## one room of the pipeline: make data|finetune|generate|compress PROFILE=...
+check: install  ## check figures/PROFILE/ against nbs/manifest.yaml and the run record (missing or stale files fail)
+	@$(RUN) check --profile $(PROFILE)
+
+docs: install  ## static HTML site of PROFILE's executed notebooks in data/site/PROFILE/ (quick: also copies them to docs/quick/)
+	$(RUN) docs --profile $(PROFILE)
+
+$(STEPS): install  ## one step of the pipeline: make data|finetune|generate|compress|extract|predict|evaluate|recommend PROFILE=...
 	$(RUN) $@ --profile $(PROFILE) $(if $(FORCE),--force)
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
