@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from metacompress.core import step_params, load_torch
-from metacompress.generate import (GaussianDenoiser, EDMPrecond, build_edm, edm_precond, edm_loss_weight, edm_sampler,
-    edm_eval_loss, frechet_distance, generate_dataset, generate_images, load_edm_pickle, main, parse_seeds, sigma_steps,
-    train_edm, SIGMA_DATA)
+from metacompress.data import Split
+from metacompress.generate import (GaussianDenoiser, EDMPrecond, TinyUNet, build_edm, best_classifier, choose_guidance,
+    edm_precond, edm_loss_weight, edm_quality, edm_sampler, edm_eval_loss, frechet_distance, generate_dataset,
+    generate_images, has_uncond, load_edm_pickle, pick_guidance, load_local_edm, main, parse_seeds, sigma_steps, train_edm, SIGMA_DATA)
 
 
 @pytest.fixture(autouse=True)
@@ -241,3 +242,146 @@ def test_frechet_matches_scipy():
     S1, S2 = np.cov(a.numpy().T), np.cov(b.numpy().T)
     ref = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(S1 + S2 - 2 * scipy_linalg.sqrtm(S1 @ S2).real)
     assert math.isclose(frechet_distance(a, b), ref, rel_tol=1e-6)
+
+
+# --- the U-Net sees σ and the class ------------------------------------------------------------------------------
+def _random_unet(seed=0, **kw):
+    torch.manual_seed(seed)
+    f = TinyUNet(channels=8, mults=(1, 2), blocks=1, attn=True, **kw)
+    for p in f.parameters(): p.data.normal_(0, 0.2)      # not the zero-initialised F
+    return f
+
+
+def test_unet_uses_noise_level_and_label():
+    f = _random_unet()
+    x = torch.randn(2, 3, 8, 8); lab = torch.eye(10)[[1, 1]]
+    a = f(x, torch.tensor([0.1, 0.1]), lab)
+    assert (a - f(x, torch.tensor([0.5, 0.5]), lab)).abs().mean() > 1e-3 * a.abs().mean()              # c_noise matters
+    assert (a - f(x, torch.tensor([0.1, 0.1]), torch.eye(10)[[7, 7]])).abs().mean() > 1e-3 * a.abs().mean()  # the label
+    assert (a - f(x, torch.tensor([0.1, 0.1]), torch.zeros(2, 10))).abs().mean() > 1e-3 * a.abs().mean()     # "no class"
+    net = EDMPrecond(f)   # and through the preconditioning, the same
+    d1, d2 = net(x, 0.7, lab), net(x, 0.7, torch.eye(10)[[3, 3]])
+    assert (d1 - d2).abs().mean() > 1e-4
+
+
+# --- guidance in the step ------------------------------------------------------------------------------------------
+def test_generate_images_guidance():
+    net = GaussianDenoiser([0.1 * c - 0.5 for c in range(10)], 0.3, img_resolution=4, mu_uncond=0.0)
+    kw = dict(num_steps=5, device="cpu", progress=False, S_churn=3)
+    x0, y0 = generate_images(net, "0-5", 4, **kw)
+    xw0, _ = generate_images(net, "0-5", 4, guidance=0.0, **kw)
+    assert torch.equal(x0, xw0)                                       # w = 0: the unguided images, bit for bit
+    xg, _ = generate_images(net, "0-5", 4, guidance=1.0, **kw)
+    assert xg.float().mean() < x0.float().mean() - 5                  # class 4 (μ = −0.1) pushed away from μ_u = 0
+    with pytest.raises(ValueError, match="unconditional mode"):
+        generate_images(GaussianDenoiser([0.0] * 10, 0.5), "0", 1, guidance=1.0, progress=False)
+    with pytest.raises(ValueError, match="unconditional mode"):
+        generate_dataset(GaussianDenoiser([0.0] * 10, 0.5), None, seeds="0", guidance=0.5, progress=False)
+    ds = generate_dataset(net, None, seeds="0-1", classes=[2], num_steps=4, guidance=2.0, device="cpu", progress=False)
+    st = ds["settings"]
+    assert (st["guidance"], st["nfe"], st["net_evals_per_image"]) == (2.0, 7, 14)
+
+
+def test_official_pickle_refuses_guidance_keeps_unguided(fake_edm, tmp_path):
+    repo, pkl = fake_edm
+    with pytest.warns(UserWarning, match="runs code"):
+        net = load_edm_pickle(pkl, edm_repo=repo)
+    assert not has_uncond(net)
+    x, _ = generate_images(net, "0-1", class_idx=3, device="cpu", progress=False, num_steps=4)
+    with pytest.raises(ValueError, match="official EDM pickles have none"):
+        generate_images(net, "0-1", class_idx=3, device="cpu", progress=False, num_steps=4, guidance=1.0)
+
+
+def test_train_with_label_dropout_steps_budget(tmp_path):
+    x, y, _ = _smoke_train_data()
+    cfg = dict(channels=8, mults=(1, 2), blocks=1, attn=False)
+    net, info = train_edm(x[:64], y[:64], tmp_path / "e.pt", unet=cfg, max_steps=4, batch_size=8, label_dropout=0.2,
+                          label_dim=10, progress=False)
+    assert info["step"] == 4 and has_uncond(net) and info["steps_per_s"] > 0
+    assert has_uncond(load_local_edm(tmp_path / "e.pt")[0])
+    with pytest.raises(ValueError, match="train_steps"): train_edm(x, y, None, unet=cfg, max_steps=None, progress=False)
+    with pytest.raises(ValueError, match="label_dropout"): train_edm(x, y, None, unet=cfg, max_steps=1, label_dropout=1.0)
+    # the training loss really drops labels at the given rate
+    import metacompress.generate as gen
+    seen = []
+    def spy(*args, **kw): seen.append(kw.get("label_dropout")); return real_loss(*args, **kw)
+    real_loss = gen.edm_loss; gen.edm_loss = spy
+    try: train_edm(x[:64], y[:64], None, unet=cfg, max_steps=2, batch_size=8, label_dropout=0.3, label_dim=10, progress=False)
+    finally: gen.edm_loss = real_loss
+    assert seen == [0.3, 0.3]
+    # a recipe change (the learning rate) is not resumed
+    _, info2 = train_edm(x[:64], y[:64], tmp_path / "e.pt", unet=cfg, max_steps=5, batch_size=8, label_dropout=0.2,
+                         label_dim=10, lr=1e-4, progress=False)
+    assert info2["new_steps"] == 5
+
+
+# --- quality: a classifier that really classifies ---------------------------------------------------------------
+CENTRES = torch.linspace(-1.5, 1.5, 10)
+
+class Bands(torch.nn.Module):
+    "Predicts the class from the image's mean normalised value (ten bands); its head's input is a 2-d feature."
+    def __init__(self): super().__init__(); self.head = torch.nn.Linear(2, 10)
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3)); self.head(torch.stack([m, m * m], 1))
+        return -(m[:, None] - CENTRES) ** 2
+
+class Const(torch.nn.Module):
+    def __init__(self, k): super().__init__(); self.k = k; self.head = torch.nn.Linear(1, 10)
+    def forward(self, x): return torch.nn.functional.one_hot(torch.full((len(x),), self.k), 10).float() + 0 * self.head(x[:, :1, 0, :1].flatten(1))
+
+def band_images(labels, seed=0):
+    from metacompress.data import CIFAR10_MEAN, CIFAR10_STD
+    g = torch.Generator().manual_seed(seed)
+    m, s = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    v = (CENTRES[labels].view(-1, 1, 1, 1) * s + m) * 255
+    return (v + torch.randn(len(labels), 3, 8, 8, generator=g) * 2).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_agreement_scores_the_conditioning_labels():
+    labels = torch.arange(50) % 10
+    imgs = band_images(labels, 1)
+    real = Split(band_images(torch.arange(80) % 10, 2), torch.arange(80) % 10)
+    zoo = {"bands": (Bands(), {"test_acc": 0.1}), "const": (Const(3), {"test_acc": 0.99})}
+    q = edm_quality(imgs, labels, zoo, real, real, device="cpu")
+    assert q["classifier"] == "bands" and q["classifier_agreement"] > 0.95
+    assert q["real_baseline_agreement"] > 0.95
+    assert edm_quality(imgs, (labels + 3) % 10, zoo, real, real, device="cpu")["classifier_agreement"] == 0.0
+    assert q["agreement_per_class"][4] > 0.9
+    wrong_class4 = labels.clone(); wrong_class4[labels == 4] = 5
+    assert edm_quality(imgs, wrong_class4, zoo, real, real, device="cpu")["agreement_per_class"][5] < 0.6
+
+
+def test_classifier_chosen_on_ideal_not_test():
+    ideal = Split(band_images(torch.arange(40) % 10, 3), torch.arange(40) % 10)
+    zoo = {"bands": (Bands(), {"test_acc": 0.05}), "const": (Const(3), {"test_acc": 0.99})}
+    name, _, _, accs = best_classifier(zoo, ideal, device="cpu")
+    assert name == "bands" and accs["const"] == pytest.approx(0.1)
+    only3 = Split(ideal.x[ideal.y == 3], ideal.y[ideal.y == 3])           # on these, const is perfect: it wins
+    assert best_classifier(zoo, only3, device="cpu")[0] == "const"
+    with pytest.raises(ValueError, match="ideal split"): best_classifier(zoo, None)
+
+
+def test_choose_guidance_rule():
+    net = GaussianDenoiser([float(c) for c in CENTRES * 0.25], 0.05, img_resolution=8, mu_uncond=0.0)
+    class InModel(torch.nn.Module):      # classify by mean pixel in model range
+        def __init__(self): super().__init__(); self.head = torch.nn.Linear(2, 10)
+        def forward(self, x):
+            from metacompress.data import CIFAR10_MEAN, CIFAR10_STD
+            px = x * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+            m = (px * 2 - 1).mean(dim=(1, 2, 3)); self.head(torch.stack([m, m * m], 1))
+            return -(m[:, None] - CENTRES * 0.25) ** 2 * 1e4
+    from metacompress.generate import to_uint8
+    ideal = Split(to_uint8((CENTRES * 0.25).repeat(3).view(-1, 1, 1, 1) + 0.05 * torch.randn(30, 3, 8, 8)), torch.arange(10).repeat(3))
+    w, rows = choose_guidance(net, [0.0, 0.5, 3.0], InModel(), ideal, seeds="0-1", num_steps=6, device="cpu")
+    assert [r["w"] for r in rows] == [0.0, 0.5, 3.0]
+    assert rows[0]["agreement"] > 0.9 and w == 0.0            # exact denoiser: guidance only distorts (higher Fréchet)
+    assert rows[2]["frechet"] > rows[0]["frechet"]
+
+
+def test_pick_guidance_rule():
+    rows = [dict(w=0.0, agreement=0.3, frechet=10.0, real_ideal_agreement=0.8),
+            dict(w=1.0, agreement=0.7, frechet=20.0, real_ideal_agreement=0.8),
+            dict(w=2.0, agreement=0.9, frechet=30.0, real_ideal_agreement=0.8)]
+    assert pick_guidance(rows) == 1.0                  # reaches 0.8 × 0.8, lowest Fréchet among those that do
+    assert pick_guidance(rows, target=1.0) == 2.0
+    assert pick_guidance(rows[:2], target=1.0) == 1.0  # none reaches the target: the highest agreement
