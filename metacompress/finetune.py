@@ -116,11 +116,14 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
                 lr: float = 0.05, optimizer: str = "sgd", schedule: str = "onecycle", weight_decay: float = 5e-4,
                 label_smoothing: float = 0.1, augment: bool = True, seed: int = 0, device=None, progress: bool = True,
                 desc: str | None = None, extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                channels_last: bool = False) -> dict:
+                channels_last: bool = False, bn_eval: bool = False) -> dict:
     """Train `model` in place on a uint8 `split` (input: `split`'s normalisation, as `Split.inputs`); returns
     {'steps', 'loss', 'train_acc', 'seconds', 'images_per_s'}. `channels_last`: NHWC memory layout while training
     (faster for some architectures on a CPU); the model is handed back in the default layout."""
     device = get_device(device or "auto"); model.to(device).train()
+    if bn_eval:  # short fine-tunes of a trained model: keep BatchNorm's running statistics (noisy batches would move them)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last: model.to(memory_format=fmt)
     g = set_seed(seed)
@@ -244,7 +247,7 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
                  schedule: str = "onecycle", label_smoothing: float = 0.1, seed: int = 0, device="auto",
                  force: bool = False, pretrained: list[str] | None = None, pt_steps: int = 50, pt_batch_size: int = 64,
                  pt_lr: float = 0.001, pt_optimizer: str = "sgd", pt_schedule: str = "cosine",
-                 pt_label_smoothing: float = 0.0, channels_last="auto", progress: bool = True):
+                 pt_label_smoothing: float = 0.0, pt_bn_eval: bool = True, channels_last="auto", progress: bool = True):
     """Fine-tune every pretrained member (`pt_*` recipe: `pt_steps` steps of `pt_batch_size`) and train every
     torchvision arch (`epochs`...), skipping finished ones with the same recipe; returns the zoo table.
     `channels_last`: True / False / 'auto' (on for the torchvision archs measured faster that way, and for the
@@ -262,7 +265,7 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
         if pre:
             m = cifar_zoo.get_member(name)
             recipe = {"kind": "pretrained", "weights": cifar_zoo.weights_source(name), "steps": pt_steps, "batch_size": pt_batch_size,
-                      "lr": pt_lr, "optimizer": pt_optimizer, "schedule": pt_schedule, "label_smoothing": pt_label_smoothing, "seed": seed,
+                      "lr": pt_lr, "optimizer": pt_optimizer, "schedule": pt_schedule, "label_smoothing": pt_label_smoothing, "bn_eval": pt_bn_eval, "seed": seed,
                       "data_hash": splits.data_hash}
         else:
             recipe = {"kind": "torchvision", "weights": weights, "stem": stem, "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -281,7 +284,7 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
         if pre:
             hist = train_model(model, splits.train, max_steps=pt_steps, batch_size=pt_batch_size, lr=pt_lr, optimizer=pt_optimizer,
                                schedule=pt_schedule, label_smoothing=pt_label_smoothing, seed=seed, device=device, desc=name,
-                               progress=progress, channels_last=cl)
+                               progress=progress, channels_last=cl, bn_eval=pt_bn_eval)
         else:
             hist = train_model(model, splits.train, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                                schedule=schedule, label_smoothing=label_smoothing, seed=seed, device=device, desc=name,
