@@ -1,0 +1,224 @@
+"metacompress-recommend: errors, schema check, pre-recovery filtering, --write-model round trip, end to end on a model the zoo lacks."
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from metacompress import recommend as R
+from metacompress.data import CIFAR10_CLASSES
+from metacompress.extract import FEATURES
+
+torch.set_num_threads(1)
+SMOKE_METHODS = "none,global_magnitude,svd,ptq_minmax"
+
+
+def fake_metadata(n=40, seed=0, drop=None):
+    "A meta-dataset with exactly extract.FEATURES' columns (random values), for training a small predictor."
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        r = {"cell_id": f"m{i % 4}|x|{i}|0", "model": f"m{i % 4}", "method": f"x{i % 3}", "level": float(i), "seed": 0,
+             "source": "ideal", "applicable": True, "reason": ""}
+        for c, d in zip(FEATURES.name, FEATURES.dtype):
+            r[c] = f"v{i % 3}" if d == "str" else float(rng.normal())
+        r["y_test_acc"] = float(rng.uniform(0.1, 0.9)); r["y_base_test_acc"] = 0.9
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    return df.drop(columns=[drop]) if drop else df
+
+
+@pytest.fixture(scope="module")
+def predictor_path(tmp_path_factory):
+    from metacompress.predict import save_predictor, train_predictor
+    pred, _ = train_predictor(fake_metadata(), "ideal", base_params={"n_estimators": 5, "max_depth": 2}, grid={}, targets=("acc",))
+    return save_predictor(pred, tmp_path_factory.mktemp("pred") / "predictor.json")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    "squeezenet1_1 (not in any zoo) briefly trained on toy 32x32 data; a labelled class-folder tree of the same data."
+    from metacompress.finetune import build_model, toy_split, train_model
+    d = tmp_path_factory.mktemp("user")
+    split = toy_split(96, num_classes=10, seed=0)
+    model, _ = build_model("squeezenet1_1", 10, weights="none")
+    train_model(model, split, max_steps=3, batch_size=32, progress=False, seed=0)
+    torch.save(model.state_dict(), d / "sq.pt")
+    for i, (x, y) in enumerate(zip(split.x[:64], split.y[:64])):
+        (d / "imgs" / CIFAR10_CLASSES[int(y)]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(d / "imgs" / CIFAR10_CLASSES[int(y)] / f"{i}.png")
+    return d
+
+
+def args(trained, predictor_path, tmp_path, *extra):
+    return ["squeezenet1_1", "--checkpoint", str(trained / "sq.pt"), "--profile", "smoke", "--data", str(trained / "imgs"),
+            "--predictor", str(predictor_path), "--methods", SMOKE_METHODS, "--work-dir", str(tmp_path / "work"), "--quiet", *extra]
+
+
+# ---- constraints ----
+def test_parse_amount_units():
+    assert R.parse_amount("2MB") == 2e6 and R.parse_amount("500kB") == 5e5 and R.parse_amount("1.5MiB") == 1.5 * 2**20
+    assert R.parse_amount("3G") == 3e9 and R.parse_amount("12") == 12.0 and R.parse_amount(None) is None
+    with pytest.raises(R.RecommendError, match="cannot read amount"): R.parse_amount("2 parsecs")
+
+
+def test_constraint_misses_are_relative():
+    c = R.Constraint(max_size_bytes=1e6, min_ratio=2, max_macs=1e8, max_latency_ms=5, min_pred_acc=0.8)
+    assert c.misses({"size_bytes": 9e5, "compression_ratio": 2.5, "macs": 1e8, "latency_ms": 4, "pred_acc": 0.9}) == {}
+    m = c.misses({"size_bytes": 1.25e6, "compression_ratio": 1.6, "macs": 5e7, "latency_ms": 6, "pred_acc": 0.4})
+    assert m.keys() == {"size_bytes", "compression_ratio", "latency_ms", "pred_acc"}
+    assert abs(m["size_bytes"] - 0.25) < 1e-12 and abs(m["compression_ratio"] - 0.25) < 1e-12
+    assert abs(m["latency_ms"] - 0.2) < 1e-12 and abs(m["pred_acc"] - 1.0) < 1e-12
+    assert c.misses({"size_bytes": 2e6, "latency_ms": 60}, static_only=True).keys() == {"size_bytes"}
+    assert "compression_ratio >= 2" in c.describe()
+
+
+# ---- errors, each one line naming the fix ----
+def test_unknown_architecture_lists_close_names():
+    with pytest.raises(R.RecommendError, match="unknown architecture 'squeezenet1_2'; did you mean squeezenet1_1"): R.load_user_model("squeezenet1_2", "x.pt")
+
+
+def test_checkpoint_that_does_not_fit_names_keys(trained):
+    with pytest.raises(R.RecommendError, match=r"does not fit resnet18: missing keys conv1.weight"): R.load_user_model("resnet18", str(trained / "sq.pt"))
+
+
+def test_empty_and_unreadable_folders(tmp_path):
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(R.RecommendError, match="no images"): R.load_proxy(str(tmp_path / "empty"), m)
+    with pytest.raises(R.RecommendError, match="does not exist"): R.load_proxy(str(tmp_path / "nope"), m)
+    (tmp_path / "bad" / "cat").mkdir(parents=True); (tmp_path / "bad" / "cat" / "a.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(R.RecommendError, match="cannot decode image"): R.load_proxy(str(tmp_path / "bad"), m)
+
+
+def test_unlabelled_folder_gets_pseudo_labels(tmp_path):
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 10, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    for i in range(4): Image.new("RGB", (32, 32), (60 * i, 10, 200 - 40 * i)).save(tmp_path / f"{i}.png")
+    p = R.load_proxy(str(tmp_path), m)
+    assert p.labels == "pseudo"
+    assert torch.equal(p.eval.y, m(p.eval.inputs()).argmax(1))
+
+
+def test_corrupt_predictor(tmp_path, predictor_path):
+    (tmp_path / "p.json").write_text("{not json")
+    with pytest.raises(R.RecommendError, match="corrupt or unreadable"): R.load_checked_predictor(tmp_path / "p.json")
+    side = json.loads(Path(predictor_path).read_text())
+    (tmp_path / "q.mean.json").write_text("garbage"); side["models"] = {"mean": "q.mean.json"}
+    (tmp_path / "q.json").write_text(json.dumps(side))
+    with pytest.raises(R.RecommendError, match="corrupt or unreadable"): R.load_checked_predictor(tmp_path / "q.json")
+    with pytest.raises(R.RecommendError, match="does not exist"): R.load_checked_predictor(tmp_path / "missing.json")
+
+
+def test_predictor_of_another_schema_is_refused(tmp_path):
+    from metacompress.predict import save_predictor, train_predictor
+    pred, _ = train_predictor(fake_metadata(drop="f_synflow"), "ideal", base_params={"n_estimators": 2}, grid={}, targets=("acc",))
+    save_predictor(pred, tmp_path / "old.json")
+    with pytest.raises(R.RecommendError, match=r"another feature schema.*unexpected columns \['f_synflow'\]"):
+        R.load_checked_predictor(tmp_path / "old.json")
+
+
+def test_ok_predictor_passes_the_check(predictor_path):
+    assert R.load_checked_predictor(predictor_path).source == "ideal"
+
+
+# ---- the work ----
+def test_no_candidate_meets_names_closest(trained, predictor_path, tmp_path, capsys):
+    assert R.main(args(trained, predictor_path, tmp_path, "--min-ratio", "1000")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: no candidate can meet compression_ratio >= 1000") and "closest is ptq_minmax@" in err and "misses by" in err
+
+
+def test_prefilter_never_recovers_a_candidate_that_cannot_meet_size(trained, predictor_path, tmp_path, monkeypatch):
+    import metacompress.compress as C
+    base_size = C.size_report(R.load_user_model("squeezenet1_1", str(trained / "sq.pt"))[0])["size_bytes"]
+    recovered, cells = [], []
+    real_train, real_cell = C.train_model, R.candidate_cell
+    monkeypatch.setattr(C, "train_model", lambda m, *a, **k: recovered.append(k.get("max_steps")) or real_train(m, *a, **k))
+    monkeypatch.setattr(R, "candidate_cell", lambda key, common: cells.append(key["method"]) or real_cell(key, common))
+    t = R.run(R.build_parser().parse_args(args(trained, predictor_path, tmp_path, "--max-size", str(0.7 * base_size))))
+    pre = t.attrs["prefilter"]
+    dropped = set(pre[pre.dropped != ""].method)
+    assert "none" in dropped and "svd" not in dropped                    # full size cannot meet 0.7x; svd at rank 0.5 can
+    assert not dropped & set(cells) and set(cells) == set(pre[pre.dropped == ""].method)   # dropped ones never reach recovery
+    assert len(recovered) == len(cells) and all(s == 2 for s in recovered)  # training only for the survivors, smoke's 2 steps
+    assert set(t.method) <= set(cells)
+    assert (t.size_bytes <= 0.7 * base_size).all()
+
+
+def test_end_to_end_model_not_in_zoo(trained, predictor_path, tmp_path, capsys):
+    "Acceptance: squeezenet1_1 (no zoo has it) runs end to end on the smoke profile; every ranked candidate satisfies the constraint."
+    out = tmp_path / "rank.csv"
+    assert R.main(args(trained, predictor_path, tmp_path, "--min-ratio", "1.5", "--max-latency-ms", "1000", "--out", str(out))) == 0
+    text = capsys.readouterr().out
+    assert "pred acc [interval]" in text and "candidates meet the constraint" in text
+    t = pd.read_csv(out)
+    assert len(t) >= 1 and (t.compression_ratio >= 1.5).all() and (t.latency_ms <= 1000).all()
+    assert list(t["rank"]) == list(range(1, len(t) + 1)) and (np.diff(t.pred_acc) <= 1e-12).all()
+    assert ((t.pred_lo <= t.pred_acc) & (t.pred_acc <= t.pred_hi)).all()
+    assert "none" not in set(t.method)
+
+
+def test_write_model_round_trip(trained, predictor_path, tmp_path, capsys):
+    path = tmp_path / "chosen.pt"
+    assert R.main(args(trained, predictor_path, tmp_path, "--min-ratio", "3", "--write-model", str(path), "--out", str(tmp_path / "r.json"))) == 0
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"state_dict", "recipe"}
+    model, rc = R.load_recommended(path)
+    best = json.loads((tmp_path / "r.json").read_text())[0]
+    assert (rc["method"], rc["level"]) == (best["method"], best["level"])
+    sd = R.load_torch(tmp_path / "work" / "models" / f"{best['method']}_{float(best['level'])}.pt")
+    x = torch.randn(4, 3, 32, 32)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+    with torch.no_grad(): y = model(x)
+    assert y.shape == (4, 10) and torch.isfinite(y).all()
+    assert R.tensor_hash(*model.state_dict().values()) == rc["state_hash"]
+
+
+def test_verify_measures_top_k_beside_predictions(trained, predictor_path, tmp_path, capsys):
+    out = tmp_path / "v.csv"
+    a = args(trained, predictor_path, tmp_path, "--min-ratio", "1.5", "--verify", "--verify-data", str(trained / "imgs"),
+             "--out", str(out), "--workers", "2", "--write-model", str(tmp_path / "chosen.pt"))
+    assert R.main(a) == 0
+    assert "measured acc" in capsys.readouterr().out
+    t = pd.read_csv(out)
+    assert t.measured_acc.between(0, 1).all()
+    from metacompress.extract import logits_of
+    model, rc = R.load_recommended(tmp_path / "chosen.pt")           # the written top-1, rebuilt: same accuracy as measured
+    v = R.load_proxy(str(trained / "imgs"), model).eval
+    assert (rc["method"], rc["level"]) == (t.method[0], t.level[0])
+    assert abs(float((logits_of(model, v).argmax(1) == v.y).double().mean()) - t.measured_acc[0]) < 1e-9
+
+
+def test_verify_needs_labels(trained, predictor_path, tmp_path, capsys):
+    flat = tmp_path / "flat"; flat.mkdir()
+    for i, p in enumerate(sorted((trained / "imgs").rglob("*.png"))[:3]): (flat / f"{i}.png").write_bytes(p.read_bytes())
+    assert R.main(args(trained, predictor_path, tmp_path, "--verify", "--verify-data", str(flat))) == 2
+    assert "--verify needs labelled data" in capsys.readouterr().err
+
+
+def test_ranking_follows_predicted_accuracy(trained, tmp_path):
+    "Rank 1 is the highest prediction; the interval columns come from the predictor; `none` (ratio 1) meets min_ratio 1."
+    class Fake:
+        source = "ideal"
+        def predict(self, df):
+            m = np.where(df.f_method.to_numpy() == "svd", 0.9, np.where(df.f_method.to_numpy() == "none", 0.2, 0.5))
+            return m, m - 0.1, m + 0.1
+    model, meta, _ = R.load_user_model("squeezenet1_1", str(trained / "sq.pt"))
+    proxy = R.load_proxy(str(trained / "imgs"), model, n=20)
+    from metacompress.compress import Budget
+    t = R.recommend(model, proxy, Fake(), R.Constraint(min_ratio=1.0), meta=meta, methods=["none", "svd", "ptq_minmax"],
+                    budget=Budget(recovery_steps=1, batch_size=16, calib_images=16, latency_repeats=1), work_dir=tmp_path / "w", progress=False)
+    assert list(t.method) == ["svd", "ptq_minmax", "none"] and list(t["rank"]) == [1, 2, 3]
+    assert np.allclose(t.pred_hi - t.pred_acc, 0.1)
+
+
+def test_class_count_is_read_off_the_checkpoint(tmp_path):
+    from metacompress.finetune import build_model
+    m, _ = build_model("squeezenet1_1", 7, weights="none"); torch.save({"state_dict": m.state_dict()}, tmp_path / "sq7.pt")
+    m2, _, rec = R.load_user_model("squeezenet1_1", str(tmp_path / "sq7.pt"))
+    assert rec["num_classes"] == 7 and m2(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+    with pytest.raises(R.RecommendError, match="holds no state dict"):
+        torch.save({"a": 1}, tmp_path / "bad.pt"); R.load_user_model("squeezenet1_1", str(tmp_path / "bad.pt"))
