@@ -11,6 +11,7 @@ SMOKE = load_profile("smoke")
 def smoke_run(tmp_path_factory):
     src = os.environ.get("METACOMPRESS_CIFAR10")
     if not src: pytest.skip("METACOMPRESS_CIFAR10 is not set: the smoke pipeline needs real CIFAR-10")
+    if not os.environ.get("METACOMPRESS_WEIGHTS"): pytest.skip("METACOMPRESS_WEIGHTS is not set: the smoke zoo needs the pretrained CIFAR-10 files")
     root = tmp_path_factory.mktemp("smoke")
     mp = pytest.MonkeyPatch()
     mp.setenv("METACOMPRESS_DATA_DIR", str(root / "data")); mp.setenv("METACOMPRESS_FIGURES_DIR", str(root / "figures"))
@@ -23,28 +24,74 @@ def test_data_step(smoke_run):
     s = torch.load(smoke_run / "data/splits/smoke.pt", weights_only=True)
     p = SMOKE["01_data"]
     assert [len(s["indices"][k]) for k in ("train", "ideal", "test")] == [p["n_train"], p["n_ideal"], p["n_test"]]
+    assert s["index_into"] == {"train": "train", "ideal": "test", "test": "test"}      # ideal/test unseen by the zoo
+    assert not set(s["indices"]["ideal"].tolist()) & set(s["indices"]["test"].tolist())
+    assert s["settings"]["dataset"] == p["dataset"] and len(s["mean"]) == len(s["std"]) == 3 and "trained_on" in s["provenance"]
+    cache = torch.load(smoke_run / "data/cache" / s["cache"], weights_only=True)
+    k = len(s["classes"])
+    assert torch.bincount(cache["test_y"][s["indices"]["ideal"]], minlength=k).tolist() == [p["n_ideal"] // k] * k   # stratified
     assert (smoke_run / "figures/smoke/data_samples.png").stat().st_size > 10_000
 
 def test_finetune_step(smoke_run):
-    archs = SMOKE["02_finetune"]["archs"]
+    p = SMOKE["02_finetune"]
+    names = list(p["pretrained"]) + list(p["archs"])
     zoo = pd.read_csv(smoke_run / "figures/smoke/zoo.csv")
-    assert list(zoo.columns) == ["arch", "weights_source", "params", "macs", "size_mb", "test_acc", "train_seconds"]
-    assert zoo.arch.tolist() == archs
-    assert zoo.test_acc.between(0, 1).all() and (zoo.params > 1e6).all() and (zoo.macs > 1e6).all()
-    for arch in archs:
-        meta = json.loads((smoke_run / f"data/models/smoke/{arch}.json").read_text())
-        assert meta["weights_source"].startswith(("imagenet:", "scratch"))          # recorded either way
-        assert meta["train_images"] == SMOKE["01_data"]["n_train"]
-        ckpt = torch.load(smoke_run / f"data/models/smoke/{arch}.pt", weights_only=True)
+    assert list(zoo.columns) == ["name", "family", "weights_source", "params", "macs", "size_mb", "claimed_acc",
+                                 "test_acc_before", "test_acc", "train_seconds", "seconds"]
+    assert zoo.name.tolist() == names
+    assert zoo.test_acc.between(0, 1).all() and (zoo.params > 5e4).all() and (zoo.macs > 5e5).all()
+    pre = zoo[zoo.name.isin(p["pretrained"])]
+    assert pre.test_acc_before.between(0, 1).all() and zoo[~zoo.name.isin(p["pretrained"])].test_acc_before.isna().all()
+    assert (pre[pre.name != "lenet_captum"].test_acc_before > 0.8).all()        # real pretrained weights, adapter honoured
+    for name in names:
+        meta = json.loads((smoke_run / f"data/models/smoke/{name}.json").read_text())
+        for k in ("name", "family", "weights_source", "trained_on", "test_acc_before", "test_acc", "recipe_hash"): assert k in meta, k
+        if name in p["pretrained"]: assert "@sha256:" in meta["weights_source"] and meta["steps"] == p["pt_steps"]
+        else: assert meta["weights_source"].startswith(("imagenet:", "scratch"))          # recorded either way
+        assert meta["train_images"] == SMOKE["01_data"]["n_train"] and meta["test_n"] == SMOKE["01_data"]["n_test"]
+        ckpt = torch.load(smoke_run / f"data/models/smoke/{name}.pt", weights_only=True)
         assert ckpt["meta"]["test_acc"] == meta["test_acc"]
     assert (smoke_run / "data/runs/smoke/02_finetune.ipynb").is_file()
 
 def test_finetune_resumes_without_redoing_finished_models(smoke_run, monkeypatch):
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(smoke_run / "figures"))
-    first, second = SMOKE["02_finetune"]["archs"][:2]
+    p = SMOKE["02_finetune"]
+    first, second = (list(p["pretrained"]) + list(p["archs"]))[:2]
     d = smoke_run / "data/models/smoke"
     kept = (d / f"{first}.pt").stat().st_mtime_ns
     (d / f"{second}.json").unlink()                       # as if killed while training the second model
     run_step("finetune", "smoke", progress=False)
     assert (d / f"{first}.pt").stat().st_mtime_ns == kept  # finished work untouched
     assert (d / f"{second}.json").is_file()                # unfinished work redone
+
+def test_finetune_retrains_when_the_recipe_changes(smoke_run, monkeypatch, tmp_path):
+    import yaml, metacompress.core as core
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(smoke_run / "figures"))
+    prof = load_profile("smoke"); first = prof["02_finetune"]["pretrained"][0]
+    d = smoke_run / "data/models/smoke"
+    before = json.loads((d / f"{first}.json").read_text())
+    prof["02_finetune"]["pt_lr"] = prof["02_finetune"]["pt_lr"] * 2          # another recipe, same data
+    pd_ = tmp_path / "profiles"; pd_.mkdir()
+    for f in core.profiles_dir().glob("*.yaml"): (pd_ / f.name).write_text(f.read_text())
+    (pd_ / "smoke.yaml").write_text(yaml.safe_dump(prof))
+    monkeypatch.setattr(core, "profiles_dir", lambda: pd_)
+    run_step("finetune", "smoke", progress=False)
+    after = json.loads((d / f"{first}.json").read_text())
+    assert after["recipe_hash"] != before["recipe_hash"] and after["lr"] == prof["02_finetune"]["pt_lr"]
+
+def test_run_record_manifest_and_docs_site(smoke_run):
+    "The smoke run is recorded step by step, its files match the manifest, and its site renders in headless Chromium."
+    from metacompress.run import CHROMIUM_HINT, build_docs, check_manifest, check_site, find_chromium, load_run_record
+    ran = [s for s in STEPS if notebook_for(s).is_file()]
+    rec = load_run_record("smoke")["steps"]
+    assert set(ran) <= set(rec), f"steps missing from run_record.json: {set(ran) - set(rec)}"
+    for s in ran:
+        r = rec[s]
+        assert r["status"] == "ok" and r["wall_seconds"] > 0 and r["hardware"]["cpu_cores"] >= 1 and r["packages"]["torch"], r
+    assert check_manifest("smoke", steps=ran) == []
+    index = build_docs("smoke")
+    assert {p.stem for p in index.parent.glob("*.html")} >= {STEPS[s] for s in ran}
+    chromium = find_chromium()
+    if not chromium: pytest.skip(CHROMIUM_HINT)
+    res = check_site(index, chromium=chromium)
+    assert all(v == [] for v in res.values()), res
