@@ -939,7 +939,7 @@ def plot_demo(hist: dict, int8: pd.DataFrame, path: str | Path) -> Path:
 def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: float = 0.4, budget: Budget | None = None,
                   eval_n: int | None = None, probe_archs: list[str] | None = None, progress: bool = True) -> dict:
     """The step: `figures/<profile>/catalogue.csv`, `applicability.csv` (probe over `probe_archs`, default the whole
-    zoo), and the fidelity demonstrations on `demo_arch` (default: the zoo's first model) in `compress_demo.csv` and `.png`."""
+    zoo), and the fidelity demonstrations on `demo_arch` (default: the zoo's first model with BatchNorm) in `compress_demo.csv` and `.png`."""
     budget = budget or Budget(); splits = load_splits(profile); out = figures_dir(profile)
     cat = catalogue()
     with atomic_path(out / "catalogue.csv") as tmp: cat.to_csv(tmp, index=False)
@@ -947,7 +947,9 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
     if not zoo: raise FileNotFoundError(f"the {profile!r} zoo is empty: run `make finetune PROFILE={profile}`")
     probe = probe_applicability(list(probe_archs) if probe_archs else zoo, profile=profile, data=splits.train[:16], progress=progress)
     with atomic_path(out / "applicability.csv") as tmp: probe.to_csv(tmp, index=False)
-    arch = demo_arch or zoo[0]; model, _ = load_zoo_model(profile, arch)
+    if demo_arch is None:  # the first zoo model with BatchNorm: the Slim demo needs γ to shrink
+        demo_arch = next((a for a in zoo if _bns(load_zoo_model(profile, a)[0])), zoo[0])
+    arch = demo_arch; model, _ = load_zoo_model(profile, arch)
     data = splits.train if budget.train_images is None else splits.train[:budget.train_images]
     test = splits.test if eval_n is None else splits.test[:eval_n]
     slim_df, hist = demo_slim(model, data, budget, demo_level)

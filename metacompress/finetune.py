@@ -121,9 +121,11 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
     {'steps', 'loss', 'train_acc', 'seconds', 'images_per_s'}. `channels_last`: NHWC memory layout while training
     (faster for some architectures on a CPU); the model is handed back in the default layout."""
     device = get_device(device or "auto"); model.to(device).train()
-    if bn_eval:  # short fine-tunes of a trained model: keep BatchNorm's running statistics (noisy batches would move them)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+    # bn_eval: a short fine-tune of a trained model keeps BatchNorm's running statistics (a few noisy batches would move
+    # them) while still normalising each batch by its own statistics (a deep plain network diverges without that):
+    # momentum 0 during training, restored at the end.
+    bn_momenta = {m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)} if bn_eval else {}
+    for m in bn_momenta: m.momentum = 0.0
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last: model.to(memory_format=fmt)
     g = set_seed(seed)
@@ -147,6 +149,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
             bar.update(); bar.set_postfix(loss=f"{loss_ema:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
             if step >= total: break
     bar.close(); model.eval()
+    for m, mom in bn_momenta.items(): m.momentum = mom
     if channels_last: model.to(memory_format=torch.contiguous_format)
     secs = time.perf_counter() - t0
     return {"steps": step, "loss": loss_ema, "train_acc": correct / max(seen, 1), "seconds": secs, "images_per_s": seen / secs}

@@ -60,8 +60,8 @@ def load_manifest(path: Path | None = None) -> dict[str, list[str]]:
     out, seen = {}, {}
     for step in STEPS:
         files = raw.get(step) or []
-        if isinstance(files, str) or not all(isinstance(f, str) and f and "/" not in f for f in files):
-            raise ValueError(f"{path.name}: step {step!r} must list plain file names in figures/<profile>/, got {files!r}")
+        if isinstance(files, str) or not all(isinstance(f, str) and f and not f.startswith("/") and ".." not in f.split("/") for f in files):
+            raise ValueError(f"{path.name}: step {step!r} must list paths relative to figures/<profile>/, got {files!r}")
         for f in files:
             if f in seen: raise ValueError(f"{path.name}: {f} is listed under both {seen[f]!r} and {step!r}; one step makes each file")
             seen[f] = step

@@ -1,0 +1,26 @@
+"train_model's short fine-tune mode: BatchNorm normalises by batch statistics but keeps its running statistics."
+import torch, torch.nn as nn
+from metacompress.finetune import train_model, toy_split
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+def test_bn_eval_keeps_running_statistics_and_momentum():
+    m = _net(); before = m[1].running_mean.clone(), m[1].running_var.clone()
+    train_model(m, toy_split(256), max_steps=5, batch_size=32, progress=False, bn_eval=True)
+    assert torch.equal(before[0], m[1].running_mean) and torch.equal(before[1], m[1].running_var)
+    assert m[1].momentum == 0.1                         # restored after training
+    assert any((p != q).any() for p, q in zip(_net().parameters(), m.parameters()))  # the weights did train
+
+def test_bn_eval_off_updates_running_statistics():
+    m = _net(); before = m[1].running_mean.clone()
+    train_model(m, toy_split(256), max_steps=5, batch_size=32, progress=False, bn_eval=False)
+    assert not torch.equal(before, m[1].running_mean)
+
+def test_bn_eval_still_normalises_by_batch_statistics():
+    # in eval mode BatchNorm would use the running statistics: the training loss would differ from train mode's
+    m = _net(); seen = []
+    hook = m[1].register_forward_hook(lambda mod, i, o: seen.append(mod.training))
+    train_model(m, toy_split(64), max_steps=1, batch_size=32, progress=False, bn_eval=True)
+    hook.remove(); assert seen and all(seen)
