@@ -3,11 +3,12 @@
 PROFILE ?= quick
 PYTHON  ?= python3
 FORCE   ?=
+ENGINE  ?=
 STEPS   := data finetune generate compress extract predict evaluate recommend
 STAMP   := .make/installed
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 
-.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench readme lab clean-runs $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-ray readme lab clean-runs $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -30,7 +31,7 @@ check-sync: install  ## nbdev_export and nbdev_clean must change nothing
 	@$(RUN) check-sync
 
 reproduce: install  ## every pipeline notebook in order through papermill, then the manifest check (PROFILE=quick by default)
-	$(RUN) all --profile $(PROFILE) $(if $(FORCE),--force)
+	$(RUN) all --profile $(PROFILE) $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE))
 
 check: install  ## check figures/PROFILE/ against nbs/manifest.yaml and the run record (missing or stale files fail)
 	@$(RUN) check --profile $(PROFILE)
@@ -39,7 +40,10 @@ docs: install  ## static HTML site of PROFILE's executed notebooks in data/site/
 	$(RUN) docs --profile $(PROFILE)
 
 $(STEPS): install  ## one step of the pipeline: make data|finetune|generate|compress|extract|predict|evaluate|recommend PROFILE=...
-	$(RUN) $@ --profile $(PROFILE) $(if $(FORCE),--force)
+	$(RUN) $@ --profile $(PROFILE) $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE))
+
+bench-ray: install  ## Ray's per-cell overhead against the local pool on toy cells (prints the ratio)
+	$(PYTHON) -c 'from metacompress.ray_engine import bench_main; bench_main()'
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
 	$(PYTHON) -c 'from metacompress.bench import main; main()'

@@ -546,9 +546,12 @@ def timing_table(df: pd.DataFrame) -> pd.DataFrame:
 def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
                 source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
                 seed: int = 0, workers: int = 1, threads: int | None = 1, engine: str = "local",
-                force: bool = False, progress: bool = True) -> pd.DataFrame:
+                engine_options: dict | None = None, force: bool = False, progress: bool = True) -> pd.DataFrame:
     """The profile's meta-dataset: runs (or resumes) the grid and writes `data/metadata/<profile>/metadata.parquet`,
-    `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`."""
+    `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`.
+    `engine='ray'` runs one Ray task per cell (`engine_options`: num_cpus, num_gpus, max_retries; `RAY_ADDRESS` joins a
+    cluster): the zoo, the test split and the train split travel in `common` (put in the object store once), and workers
+    write nothing, so no shared filesystem is needed; the driver alone writes the cell files."""
     from metacompress import compress as C
     from metacompress.compress import Budget
     from metacompress.finetune import load_zoo
@@ -570,6 +573,8 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     out = profile_dir("metadata", profile)
     common = {"profile": profile, "budget": budget, "settings": settings, "sources": src, "test_n": test_n,
               "threads": threads, "model_fps": model_fps, "out_dir": str(out)}
+    if engine != "local":  # remote workers: everything a cell reads travels with it; nothing is written on a worker
+        common.update(zoo=zoo, test=test, train=splits.train, out_dir=None)
     recipe = {"version": CACHE_VERSION, "compress_version": getattr(C, "CACHE_VERSION", None), "budget": asdict(budget),
               "settings": asdict(settings), "sources": {k: _source_key(v) if v is not None else None for k, v in src.items()},
               "test": tensor_hash(test.x, test.y), "train": tensor_hash(splits.train.x[:64], splits.train.y), "data": splits.data_hash}
@@ -578,7 +583,7 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
     res = run_grid(extract_cell, keys, common, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
-                   workers=workers, threads=threads, engine=engine, force=force, progress=progress, desc="extract",
+                   workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
                    failed=lambda r: not r["report"].get("applicable", True))
     wall = time.perf_counter() - t0
     df = check_schema(pd.DataFrame([row for r in res.values() for row in r["rows"]]))

@@ -44,6 +44,8 @@ def parameters_for(step: str, profile: str, force: bool = False) -> dict:
     unknown = sorted(set(params) - set(declared))
     if unknown: raise ValueError(f"profile {profile!r} sets {unknown} for {nb.name}, which declares only {sorted(declared)}: fix nbs/profiles/{profile}.yaml")
     if force and "force" in declared: params["force"] = True
+    # `--engine` / `make ... ENGINE=ray` (the environment variable) overrides the profile for every step that has one
+    if os.environ.get("METACOMPRESS_ENGINE") and "engine" in declared: params["engine"] = os.environ["METACOMPRESS_ENGINE"]
     return params
 
 # %% ../nbs/99_run.ipynb #f044879c
@@ -442,7 +444,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true", help="redo finished work instead of resuming (default: off)")
     p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
     p.add_argument("--verbose", action="store_true", help="stream the notebooks' own output (training bars, logs) to the terminal")
+    p.add_argument("--engine", choices=["local", "ray"], default=None, help="grid engine for the steps that run grids (default: the profile's)")
     a = p.parse_args(argv)
+    if a.engine: os.environ["METACOMPRESS_ENGINE"] = a.engine
     if a.step == "check-sync": sys.exit(0 if check_sync() else 1)
     if a.step == "readme": write_readme(); return
     if a.step == "docs": print(f"site: {build_docs(a.profile)}"); return
