@@ -95,3 +95,21 @@ def test_run_record_manifest_and_docs_site(smoke_run):
     if not chromium: pytest.skip(CHROMIUM_HINT)
     res = check_site(index, chromium=chromium)
     assert all(v == [] for v in res.values()), res
+
+def test_extract_ray_engine_equals_local(smoke_run, tmp_path, monkeypatch):
+    "The same cells under engine='ray' (one task per cell, nothing written on workers) give the local pool's table."
+    pytest.importorskip("ray")
+    import shutil
+    from metacompress.compress import Budget
+    from metacompress.extract import FeatureSettings, run_extract
+    shutil.copytree(smoke_run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("metadata", "runs"))
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
+    p = SMOKE["05_extract"]
+    kw = dict(models=[SMOKE["02_finetune"]["pretrained"][0]], methods=["none", "global_magnitude"], levels="first", sources=["ideal", "none"],
+              source_n=p["source_n"], budget=Budget(recovery_steps=1, batch_size=16, calib_images=16, latency_repeats=1),
+              settings=FeatureSettings(grad_n=8, curvature_n=0, proxies=False), progress=False, force=True)
+    local = run_extract("smoke", engine="local", workers=1, **kw)
+    remote = run_extract("smoke", engine="ray", engine_options={"num_cpus": 1, "max_retries": 1}, **kw)
+    keep = [c for c in local.columns if not c.startswith(("t_", "f_latency"))]
+    pd.testing.assert_frame_equal(local[keep].sort_values(["cell_id", "source"]).reset_index(drop=True),
+                                  remote[keep].sort_values(["cell_id", "source"]).reset_index(drop=True))

@@ -1,5 +1,5 @@
 "Reproducibility infrastructure: environment.yml, the manifest, the README's freshness, the docs site in a browser."
-import base64, io, json, shutil
+import time, base64, io, json, shutil
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +35,7 @@ def test_environment_yml_matches_settings_ini():
 # --- the manifest ---------------------------------------------------------------------------------------------
 def test_manifest_covers_every_committed_figure():
     listed = {f for files in load_manifest().values() for f in files}
-    committed = {p.name for p in FIGURES.iterdir() if p.is_file()} - {"run_record.json"}
+    committed = {p.name for p in FIGURES.iterdir() if p.is_file() and not p.name.startswith(".")} - {"run_record.json"}
     assert not committed - listed, f"figures/quick/ holds files no step claims: add {sorted(committed - listed)} to nbs/manifest.yaml"
     assert set(load_manifest()) <= set(STEPS)
 
@@ -151,6 +151,7 @@ def test_reproduce_runs_steps_in_order_and_checks_the_manifest(tmp_path, monkeyp
     # rerun with a step that no longer writes its file and a step that did not run: both fail loudly, by name
     (root / "nbs" / "profiles" / "smoke.yaml").write_text("common: {seed: 0}\n02_finetune: {write: false}\n")
     (root / "nbs" / "01_data.ipynb").unlink()
+    time.sleep(1.5)   # the staleness check allows 1 s of clock slack: the rerun must start later than that
     with pytest.raises(ManifestError) as e: run_all("smoke", progress=False)
     msg = str(e.value)
     assert "2 figure/table file(s)" in msg and "step 'data' did not run in this run" in msg, msg
