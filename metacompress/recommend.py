@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("metacompress-recommend", description="Rank candidate compressions of your model under a constraint, without labelled test data.")
     p.add_argument("model", help="zoo:<name> | torchvision architecture | package.module:factory")
     p.add_argument("--checkpoint", help="state dict of the trained model (weights-only torch file)")
-    p.add_argument("--profile", default="smoke", help="profile whose 08_recommend section sets candidates and budgets")
+    p.add_argument("--profile", default="quick", help="profile whose 08_recommend section sets candidates and budgets, and whose committed predictor is used (default: quick)")
     p.add_argument("--data", help="proxy images: folder/zip (labels optional) | EDM .pt | profile:<name>[:split] (default: profile:<profile>)")
     p.add_argument("--predictor", help="predictor sidecar JSON (default figures/<profile>/predictor/ideal.json, diffusion.json for an EDM dataset)")
     p.add_argument("--max-size", help="bytes, or with a unit: 2MB, 500kB"); p.add_argument("--min-ratio", type=float)

@@ -52,7 +52,7 @@ def parameters_for(step: str, profile: str, force: bool = False) -> dict:
 def manifest_path() -> Path: return project_root() / "nbs" / "manifest.yaml"
 
 def load_manifest(path: Path | None = None) -> dict[str, list[str]]:
-    "`{step: [file, ...]}` from the manifest, checked: known steps, plain file names, no file listed twice."
+    "`{step: [file, ...]}` from the manifest, checked: known steps, paths relative to figures/<profile>/, no file listed twice."
     import yaml
     path = Path(path or manifest_path())
     if not path.is_file(): raise FileNotFoundError(f"no manifest at {path}: it lists every figure/table by step (see nbs/99_run.ipynb)")
