@@ -240,9 +240,15 @@ def load_zoo(profile: str, archs: list[str] | None = None) -> dict[str, tuple[nn
 def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str = "imagenet") -> tuple[nn.Module, str]:
     "(model taking the splits' standard input, weights_source) for a pretrained member or a torchvision architecture."
     if is_pretrained(name):
-        return cifar_zoo.load_member(name, splits.mean if hasattr(splits, "mean") else splits.train.mean,
-                                     splits.std if hasattr(splits, "std") else splits.train.std,
-                                     num_classes=len(splits.classes)), cifar_zoo.weights_source(name)
+        model = cifar_zoo.load_member(name, splits.mean if hasattr(splits, "mean") else splits.train.mean,
+                                      splits.std if hasattr(splits, "std") else splits.train.std, num_classes=len(splits.classes))
+        size = getattr(splits, "image_size", 32)
+        try:  # some members (LeNet's fixed 400-wide classifier) only take the resolution they were built for
+            with torch.no_grad(): model(torch.zeros(1, 3, size, size))
+        except RuntimeError as e:
+            raise ValueError(f"pretrained member {name} cannot take {size}x{size} images ({str(e)[:80]}): "
+                             "remove it from the profile's 02_finetune `pretrained` list for this dataset") from e
+        return model, cifar_zoo.weights_source(name)
     return build_model(name, len(splits.classes), weights, stem)
 
 def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imagenet", stem: str = "imagenet",

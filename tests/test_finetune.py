@@ -24,3 +24,13 @@ def test_bn_eval_still_normalises_by_batch_statistics():
     hook = m[1].register_forward_hook(lambda mod, i, o: seen.append(mod.training))
     train_model(m, toy_split(64), max_steps=1, batch_size=32, progress=False, bn_eval=True)
     hook.remove(); assert seen and all(seen)
+
+def test_member_that_cannot_take_the_image_size_is_refused_by_name():
+    import os, pytest
+    from types import SimpleNamespace
+    from metacompress.finetune import build_zoo_member
+    if not os.environ.get("METACOMPRESS_WEIGHTS"): pytest.skip("METACOMPRESS_WEIGHTS is not set")
+    splits = SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3, classes=tuple("abc"), image_size=48)
+    with pytest.raises(ValueError, match="lenet_captum cannot take 48x48"): build_zoo_member("lenet_captum", splits)
+    model, _ = build_zoo_member("resnet20_akamaster", splits)          # global pooling: any size
+    assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 3)
