@@ -374,8 +374,9 @@ def draw_sources(splits, generated: dict | None, n: int, names=SOURCES, seed: in
         if generated is None: raise FileNotFoundError("the diffusion source needs the generated images: run `make generate PROFILE=...`")
         pools["diffusion"] = mk(generated["images"], generated["labels"])
     out = {}
-    for name in SOURCES:                               # fixed order: the draw of one source never depends on the others
+    for name in SOURCES:                               # one generator in a fixed order: a profile's draws are reproducible
         if name == "none": out[name] = None; continue
+        if name not in pools and name not in names: continue   # an eval source this run does not use (diffusion)
         pool = pools["train" if name == "augmented" else name]
         if len(pool) < n: raise ValueError(f"eval source {name!r} has {len(pool)} images, fewer than source_n={n}: lower source_n or make more")
         idx = torch.randperm(len(pool), generator=g)[:n]
