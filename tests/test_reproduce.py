@@ -78,7 +78,10 @@ def test_readme_numbers_follow_the_files(tmp_path, fresh_readme):
         "finetune": {"notebook": "02_finetune.ipynb", "wall_seconds": 1234.5, "threads": 1, "seed": 0, "status": "ok", "finished": "2026-11-29T10:00:00+00:00",
                      "hardware": {"cpu_model": "Imaginary CPU 9000", "cpu_cores_usable": 2, "gpu": None, "memory_gib": 7.5}, "packages": {"torch": "9.9.9", "python": "3.11"}}},
         "reproduce": {"status": "ok", "wall_seconds": 2400.0, "started": "2026-11-29T09:00:00+00:00", "finished": "2026-11-29T09:40:00+00:00"}}))
+    pd.DataFrame({"cell_id": ["a", "b"], "t_compress": [1.0, 3.0], "t_recovery": [2.0, 2.0], "t_total": [60.0, 66.0]}).to_csv(figs / "extract_timing.csv", index=False)
+    pd.DataFrame({"model": ["m"], "constraint": ["ratio >= 2"], "method": ["lsq"], "pred_acc": [0.9], "measured_acc": [0.89]}).to_csv(figs / "recommend_verify.csv", index=False)
     full = render_fresh_readme(figs)
+    assert "2 applicable cells; total 2.1 CPU-minutes" in full and "| lsq |" in full
     for text in ["4,321 rows", "987 compressed cells", "| 1.23 |", "| 24.68 |", "| 0.42 |", "| 0.87 |", "| 3.11 |", "| 4.56 |", "| 5.22 |",
                  "| diffusion |", "40.0 minutes", "| 1,234 |", "Imaginary CPU 9000", "torch 9.9.9"]:
         assert text in full, f"{text!r} missing from the rendered README"
