@@ -29,7 +29,7 @@ __all__ = ['log', 'SOURCES', 'BEHAVIOUR', 'BASE_BEHAVIOUR', 'FEATURES', 'CATEGOR
            'weight_features', 'has_residual', 'arch_features', 'compression_features', 'gradient_features', 'synflow',
            'FeatureSettings', 'curvature_features', 'logits_of', 'cell_features', 'strong_augment', 'draw_sources',
            'zoo_member', 'zoo_name', 'extract_cell', 'check_schema', 'save_metadata', 'grid_keys', 'timing_table',
-           'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures']
+           'write_seed_spread', 'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures']
 
 # %% ../nbs/05_extract.ipynb #5e5d7d13
 SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
@@ -544,15 +544,33 @@ def timing_table(df: pd.DataFrame) -> pd.DataFrame:
     t["t_total"] = t.sum(axis=1)
     return t.reset_index()
 
+def write_seed_spread(rows: pd.DataFrame, spread_keys: list[dict], path: str | Path) -> pd.DataFrame:
+    "The spread table: for every (model, method, level) of `spread_keys`, each seed's test accuracy and ideal-source accuracy."
+    cols = ["model", "method", "level", "seed", "y_test_acc", "f_src_acc_ideal"]
+    want = {(k["model"], k["method"], float(k["level"])) for k in spread_keys}
+    out = pd.DataFrame(columns=cols)
+    if want and len(rows):
+        hit = pd.Series([(m, me, float(lv)) in want for m, me, lv in zip(rows.model, rows.method, rows.level)], index=rows.index)
+        r = rows[rows.applicable.astype(bool) & hit]
+        ideal = r[r.source == "ideal"][["cell_id", "f_src_acc"]].rename(columns={"f_src_acc": "f_src_acc_ideal"})
+        out = (r.drop_duplicates("cell_id")[["cell_id"] + cols[:5]].merge(ideal, on="cell_id", how="left")[cols]
+               .sort_values(["model", "method", "level", "seed"], ignore_index=True))
+    with atomic_path(path) as tmp: out.to_csv(tmp, index=False, float_format="%.4f")
+    return out
+
 def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
                 source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
                 seed: int = 0, workers: int = 1, threads: int | None = 1, engine: str = "local",
-                engine_options: dict | None = None, force: bool = False, progress: bool = True) -> pd.DataFrame:
+                engine_options: dict | None = None, spread_models=(), spread_methods=(), spread_seeds=(),
+                force: bool = False, progress: bool = True) -> pd.DataFrame:
     """The profile's meta-dataset: runs (or resumes) the grid and writes `data/metadata/<profile>/metadata.parquet`,
     `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`.
     `engine='ray'` runs one Ray task per cell (`engine_options`: num_cpus, num_gpus, max_retries; `RAY_ADDRESS` joins a
     cluster): the zoo, the test split and the train split travel in `common` (put in the object store once), and workers
-    write nothing, so no shared filesystem is needed; the driver alone writes the cell files."""
+    write nothing, so no shared filesystem is needed; the driver alone writes the cell files.
+    Seed-to-seed spread: the main grid's cells of `spread_models` x `spread_methods` (at the level the grid gave them)
+    are run again with each of `spread_seeds`, in the same resumable grid, and written to `extract_seed_spread.csv`
+    (model, method, level, seed, y_test_acc, f_src_acc on the ideal source); they stay out of the meta-dataset."""
     from metacompress import compress as C
     from metacompress.compress import Budget
     from metacompress.finetune import load_zoo
@@ -580,18 +598,23 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
               "settings": asdict(settings), "sources": {k: _source_key(v) if v is not None else None for k, v in src.items()},
               "test": tensor_hash(test.x, test.y), "train": tensor_hash(splits.train.x[:64], splits.train.y), "data": splits.data_hash}
     keys = grid_keys(list(zoo), methods, levels, seeds, levels_per_model)
+    spread_keys = [{**k, "seed": int(sd)} for k in keys if k["seed"] == keys[0]["seed"] and k["method"] in set(spread_methods)
+                   and (k["model"] in set(spread_models) or zoo_name(k["model"], zoo[k["model"]][1]) in set(spread_models))
+                   for sd in spread_seeds if int(sd) not in {int(x) for x in seeds}]
     log.info(f"extract: {len(keys)} cells ({len(zoo)} models x {len(keys) // max(1, len(zoo) * len(seeds))} method-levels x {len(seeds)} seeds), "
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
-    res = run_grid(extract_cell, keys, common, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
+    res = run_grid(extract_cell, keys + spread_keys, common, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
                    workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
                    failed=lambda r: not r["report"].get("applicable", True))
     wall = time.perf_counter() - t0
-    df = check_schema(pd.DataFrame([row for r in res.values() for row in r["rows"]]))
+    spread_ids = {cell_id(k) for k in spread_keys}
+    df = check_schema(pd.DataFrame([row for i, r in res.items() if i not in spread_ids for row in r["rows"]]))
     save_metadata(df, out / "metadata.parquet")
     figs = figures_dir(profile)
     save_metadata(df, figs / "metadata.parquet")
-    write_figures(df, [r["report"] for r in res.values()], figs)
+    write_figures(df, [r["report"] for i, r in res.items() if i not in spread_ids], figs)
+    write_seed_spread(pd.DataFrame([row for r in res.values() for row in r["rows"]]), spread_keys, figs / "extract_seed_spread.csv")
     log.info(f"extract: {len(res)} cells in {wall:.0f}s wall ({df[df.applicable].cell_id.nunique()} applicable)")
     return df
 

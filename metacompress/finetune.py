@@ -20,10 +20,10 @@ from .data import Split, augment_batch, batches, normalize
 from . import cifar_zoo
 
 # %% auto #0
-__all__ = ['TV_FAMILIES', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear', 'replace_head',
-           'adapt_stem', 'build_model', 'model_stats', 'train_model', 'evaluate', 'toy_split', 'zoo_family',
-           'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model', 'load_zoo_model', 'load_zoo',
-           'build_zoo_member', 'finetune_zoo']
+__all__ = ['TV_FAMILIES', 'FINETUNE_SETTINGS', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear',
+           'replace_head', 'adapt_stem', 'build_model', 'model_stats', 'train_model', 'evaluate', 'toy_split',
+           'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model', 'load_zoo_model', 'load_zoo',
+           'build_zoo_member', 'member_recipe', 'finetune_member', 'finetune_zoo', 'zoo_seed_spread']
 
 # %% ../nbs/02_finetune.ipynb #52dd4ad8
 def classification_archs() -> list[str]:
@@ -251,72 +251,119 @@ def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str 
         return model, cifar_zoo.weights_source(name)
     return build_model(name, len(splits.classes), weights, stem)
 
+# the settings `finetune_member` reads (`common['settings']`), with finetune_zoo's defaults
+FINETUNE_SETTINGS = dict(weights="imagenet", stem="imagenet", epochs=1, batch_size=128, lr=0.05, optimizer="sgd", schedule="onecycle",
+                         label_smoothing=0.1, seed=0, device="auto", pt_steps=50, pt_batch_size=64, pt_lr=0.001, pt_optimizer="sgd",
+                         pt_schedule="cosine", pt_label_smoothing=0.0, pt_bn_eval=True, channels_last="auto", progress=True)
+
+def member_recipe(name: str, s: dict, splits) -> dict:
+    "Everything that defines how zoo member `name` is trained from settings `s` (its hash is the resume key)."
+    if is_pretrained(name):
+        return {"kind": "pretrained", "weights": cifar_zoo.weights_source(name), "steps": s["pt_steps"], "batch_size": s["pt_batch_size"],
+                "lr": s["pt_lr"], "optimizer": s["pt_optimizer"], "schedule": s["pt_schedule"], "label_smoothing": s["pt_label_smoothing"],
+                "bn_eval": s["pt_bn_eval"], "seed": s["seed"], "data_hash": splits.data_hash}
+    return {"kind": "torchvision", "weights": s["weights"], "stem": s["stem"], "epochs": s["epochs"], "batch_size": s["batch_size"],
+            "lr": s["lr"], "optimizer": s["optimizer"], "schedule": s["schedule"], "label_smoothing": s["label_smoothing"],
+            "seed": s["seed"], "data_hash": splits.data_hash, "num_classes": len(splits.classes), "image_size": _image_size(splits)}
+
+def finetune_member(key: dict, common: dict) -> dict:
+    """One zoo member trained and tested: a grid cell of key `{'name': ..., ['seed': ...]}` (the seed overrides the
+    settings'), `common = {'splits', 'settings'}`. Returns `{'meta', 'state_dict'}`; it writes nothing (the caller,
+    the driver under Ray, saves), so it runs the same in this process, a pool worker or a Ray task."""
+    name, splits = key["name"], common["splits"]
+    s = {**common["settings"], **({"seed": key["seed"]} if "seed" in key else {})}
+    device, pre, isz = s["device"], is_pretrained(name), _image_size(splits)
+    cl = s["channels_last"] if s["channels_last"] != "auto" else (pre or name.startswith(CHANNELS_LAST_FASTER))
+    recipe = member_recipe(name, s, splits)
+    t0 = time.perf_counter()
+    set_seed(s["seed"])                    # a fresh head / from-scratch weights follow the seed, not the process's history
+    model, source = build_zoo_member(name, splits, weights=s["weights"], stem=s["stem"])
+    before = evaluate(model, splits.test, device=device, channels_last=cl)["acc"] if pre else None
+    if pre:
+        hist = train_model(model, splits.train, max_steps=s["pt_steps"], batch_size=s["pt_batch_size"], lr=s["pt_lr"],
+                           optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
+                           seed=s["seed"], device=device, desc=name, progress=s["progress"], channels_last=cl, bn_eval=s["pt_bn_eval"])
+    else:
+        hist = train_model(model, splits.train, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
+                           schedule=s["schedule"], label_smoothing=s["label_smoothing"], seed=s["seed"], device=device, desc=name,
+                           progress=s["progress"], channels_last=cl)
+    res = evaluate(model, splits.test, device=device, channels_last=cl)
+    model.cpu()
+    m = cifar_zoo.get_member(name) if pre else None
+    meta = {"name": name, "arch": name, "kind": "pretrained" if pre else "torchvision", "family": zoo_family(name),
+            "weights_source": source, "trained_on": (getattr(splits, "provenance", {}) or {}).get("trained_on", f"train split ({len(splits.train)} images)"),
+            "recipe": recipe, "recipe_hash": recipe_hash(recipe),
+            "claimed_acc": m.claimed_acc if pre else None, "source": m.source if pre else "torchvision",
+            "licence": m.licence if pre else "BSD-3-Clause (torchvision)",
+            "stem": None if pre else s["stem"], "num_classes": len(splits.classes), "image_size": isz,
+            "input_mean": list(splits.train.mean), "input_std": list(splits.train.std),
+            "data_hash": splits.data_hash, "epochs": None if pre else s["epochs"], "steps": hist["steps"], "seed": s["seed"],
+            "batch_size": s["pt_batch_size"] if pre else s["batch_size"], "lr": s["pt_lr"] if pre else s["lr"],
+            "optimizer": s["pt_optimizer"] if pre else s["optimizer"], "schedule": s["pt_schedule"] if pre else s["schedule"],
+            "train_images": len(splits.train), "channels_last": bool(cl),
+            "train_seconds": round(hist["seconds"], 1), "train_images_per_s": round(hist["images_per_s"], 1),
+            "test_acc_before": before, "test_acc": res["acc"], "test_loss": res["loss"], "test_n": res["n"],
+            **model_stats(model, isz), "seconds": round(time.perf_counter() - t0, 1)}
+    return {"meta": meta, "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
+
 def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imagenet", stem: str = "imagenet",
                  epochs: float = 1, batch_size: int = 128, lr: float = 0.05, optimizer: str = "sgd",
                  schedule: str = "onecycle", label_smoothing: float = 0.1, seed: int = 0, device="auto",
                  force: bool = False, pretrained: list[str] | None = None, pt_steps: int = 50, pt_batch_size: int = 64,
                  pt_lr: float = 0.001, pt_optimizer: str = "sgd", pt_schedule: str = "cosine",
-                 pt_label_smoothing: float = 0.0, pt_bn_eval: bool = True, channels_last="auto", progress: bool = True):
+                 pt_label_smoothing: float = 0.0, pt_bn_eval: bool = True, channels_last="auto", progress: bool = True,
+                 engine: str = "local", engine_options: dict | None = None):
     """Fine-tune every pretrained member (`pt_*` recipe: `pt_steps` steps of `pt_batch_size`) and train every
     torchvision arch (`epochs`...), skipping finished ones with the same recipe; returns the zoo table.
-    `channels_last`: True / False / 'auto' (on for the torchvision archs measured faster that way, and for the
-    pretrained members, all faster on a CPU in NHWC)."""
+    Each member is one cell of `finetune_member` run by the grid `engine` ('local': one after the other in this
+    process; 'ray': one Ray task per member, `engine_options` num_cpus / num_gpus / max_retries); this process alone
+    writes the checkpoints. `channels_last`: True / False / 'auto' (on for the torchvision archs measured faster
+    that way, and for the pretrained members, all faster on a CPU in NHWC)."""
     import pandas as pd
-    log, rows = get_logger(), []
+    from metacompress.grid import get_engine
+    log = get_logger()
     pretrained = list(pretrained or [])
     bad = [n for n in pretrained if not is_pretrained(n)]
     if bad: raise ValueError(f"not pretrained zoo members: {bad}; members are: {', '.join(cifar_zoo.MEMBERS)}")
-    trained_on = (getattr(splits, "provenance", {}) or {}).get("trained_on", f"train split ({len(splits.train)} images)")
-    isz = _image_size(splits)
-    for name in pretrained + [a for a in archs if a not in pretrained]:
-        pre = is_pretrained(name)
-        cl = channels_last if channels_last != "auto" else (pre or name.startswith(CHANNELS_LAST_FASTER))
-        if pre:
-            m = cifar_zoo.get_member(name)
-            recipe = {"kind": "pretrained", "weights": cifar_zoo.weights_source(name), "steps": pt_steps, "batch_size": pt_batch_size,
-                      "lr": pt_lr, "optimizer": pt_optimizer, "schedule": pt_schedule, "label_smoothing": pt_label_smoothing, "bn_eval": pt_bn_eval, "seed": seed,
-                      "data_hash": splits.data_hash}
-        else:
-            recipe = {"kind": "torchvision", "weights": weights, "stem": stem, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                      "optimizer": optimizer, "schedule": schedule, "label_smoothing": label_smoothing, "seed": seed,
-                      "data_hash": splits.data_hash, "num_classes": len(splits.classes), "image_size": isz}
-        rh = recipe_hash(recipe)
+    settings = dict(weights=weights, stem=stem, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                    schedule=schedule, label_smoothing=label_smoothing, seed=seed, device=device, pt_steps=pt_steps,
+                    pt_batch_size=pt_batch_size, pt_lr=pt_lr, pt_optimizer=pt_optimizer, pt_schedule=pt_schedule,
+                    pt_label_smoothing=pt_label_smoothing, pt_bn_eval=pt_bn_eval, channels_last=channels_last, progress=progress)
+    names = pretrained + [a for a in archs if a not in pretrained]
+    rows, todo = {}, []
+    for name in names:
         ckpt, side = zoo_paths(profile, name)
         if side.is_file() and ckpt.is_file() and not force:
             meta = load_json(side)
-            if meta.get("recipe_hash") == rh:
-                log.info(f"{name}: done before (test acc {meta['test_acc']:.3f}), skipped; force=True retrains"); rows.append(meta); continue
+            if meta.get("recipe_hash") == recipe_hash(member_recipe(name, settings, splits)):
+                log.info(f"{name}: done before (test acc {meta['test_acc']:.3f}), skipped; force=True retrains"); rows[name] = meta; continue
             log.info(f"{name}: checkpoint made with another recipe or data, retraining")
-        t0 = time.perf_counter()
-        model, source = build_zoo_member(name, splits, weights=weights, stem=stem)
-        before = evaluate(model, splits.test, device=device, channels_last=cl)["acc"] if pre else None
-        if pre:
-            hist = train_model(model, splits.train, max_steps=pt_steps, batch_size=pt_batch_size, lr=pt_lr, optimizer=pt_optimizer,
-                               schedule=pt_schedule, label_smoothing=pt_label_smoothing, seed=seed, device=device, desc=name,
-                               progress=progress, channels_last=cl, bn_eval=pt_bn_eval)
-        else:
-            hist = train_model(model, splits.train, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                               schedule=schedule, label_smoothing=label_smoothing, seed=seed, device=device, desc=name,
-                               progress=progress, channels_last=cl)
-        res = evaluate(model, splits.test, device=device, channels_last=cl)
-        model.cpu()
-        meta = {"name": name, "arch": name, "kind": "pretrained" if pre else "torchvision", "family": zoo_family(name),
-                "weights_source": source, "trained_on": trained_on, "recipe": recipe, "recipe_hash": rh,
-                "claimed_acc": m.claimed_acc if pre else None, "source": m.source if pre else "torchvision",
-                "licence": m.licence if pre else "BSD-3-Clause (torchvision)",
-                "stem": None if pre else stem, "num_classes": len(splits.classes), "image_size": isz,
-                "input_mean": list(splits.train.mean), "input_std": list(splits.train.std),
-                "data_hash": splits.data_hash, "epochs": None if pre else epochs, "steps": hist["steps"], "seed": seed,
-                "batch_size": pt_batch_size if pre else batch_size, "lr": pt_lr if pre else lr,
-                "optimizer": pt_optimizer if pre else optimizer, "schedule": pt_schedule if pre else schedule,
-                "train_images": len(splits.train), "channels_last": bool(cl),
-                "train_seconds": round(hist["seconds"], 1), "train_images_per_s": round(hist["images_per_s"], 1),
-                "test_acc_before": before, "test_acc": res["acc"], "test_loss": res["loss"], "test_n": res["n"],
-                **model_stats(model, isz), "seconds": round(time.perf_counter() - t0, 1)}
-        save_zoo_model(profile, model, meta)
-        log.info(f"{name}: test acc {'' if before is None else f'{before:.3f} -> '}{res['acc']:.3f} in {meta['seconds']:.0f}s ({source})")
-        rows.append(meta)
-    return pd.DataFrame(rows)
+        todo.append({"name": name})
+    def on_result(key, r):                 # the driver alone writes: a finished member is on disk before the next ends
+        meta = r["meta"]; ckpt, side = zoo_paths(profile, key["name"])
+        save_torch({"state_dict": r["state_dict"], "meta": meta}, ckpt); save_json(meta, side)
+        b = meta["test_acc_before"]
+        log.info(f"{key['name']}: test acc {'' if b is None else f'{b:.3f} -> '}{meta['test_acc']:.3f} in {meta['seconds']:.0f}s ({meta['weights_source']})")
+        rows[key["name"]] = meta
+    opts = {"workers": 1, "threads": None} if engine == "local" else {}
+    if todo: get_engine(engine)(finetune_member, todo, {"splits": splits, "settings": settings}, on_result, **opts, **(engine_options or {}))
+    return pd.DataFrame([rows[n] for n in names])
+
+def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str = "local", engine_options: dict | None = None,
+                    **settings) -> "pd.DataFrame":
+    """Test accuracy of members `names` fine-tuned with each of `seeds` (in memory: nothing is saved), as rows
+    (name, seed, test_acc): how much of a difference between members is the seed's (issue 14)."""
+    import pandas as pd
+    from metacompress.grid import get_engine
+    defaults = {**FINETUNE_SETTINGS, "progress": False}
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown: raise ValueError(f"unknown fine-tune settings {unknown}; valid: {sorted(defaults)}")
+    rows = []
+    def on_result(key, r): rows.append({"name": key["name"], "seed": key["seed"], "test_acc": r["meta"]["test_acc"]})
+    opts = {"workers": 1, "threads": None} if engine == "local" else {}
+    keys = [{"name": n, "seed": int(s)} for n in names for s in seeds]
+    get_engine(engine)(finetune_member, keys, {"splits": splits, "settings": {**defaults, **settings}}, on_result, **opts, **(engine_options or {}))
+    return pd.DataFrame(rows, columns=["name", "seed", "test_acc"]).sort_values(["name", "seed"], ignore_index=True)
 
 # torchvision families measured faster in NHWC on a CPU (issue 7: mobilenet_v2 80 -> 223 img/s, mobilenet_v3_small
 # ~120 -> ~260, shufflenet 241 -> 309, densenet121 41 -> 58; resnet18 and regnet unchanged)

@@ -226,7 +226,9 @@ def train_edm(x: torch.Tensor, y: torch.Tensor, ckpt_path: str | Path | None = N
                   xflip=bool(xflip), ema_halflife_kimg=float(ema_halflife_kimg), grad_clip=float(grad_clip),
                   ema_rampup=None if ema_rampup is None else float(ema_rampup))
     signature = _train_signature(x, y)
-    net = build_edm(config["unet"], label_dim, config["img_resolution"], config["img_channels"], label_dropout).to(device)
+    with torch.random.fork_rng(devices=[]):   # the initial weights follow `seed`, not whatever ran before (issue 14)
+        torch.manual_seed(seed)
+        net = build_edm(config["unet"], label_dim, config["img_resolution"], config["img_channels"], label_dropout).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
     state = dict(step=0, nimg=0, seconds=0.0, losses=[])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_grid.ipynb #8ddb3c5c
 from __future__ import annotations
-import hashlib, json, math, os, re, time
+import hashlib, json, math, os, re, time, traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -12,7 +12,7 @@ from .core import load_json, save_json
 
 # %% auto #0
 __all__ = ['ENGINES', 'fingerprint', 'cell_id', 'cell_file', 'load_cell', 'save_cell', 'map_local', 'register_engine',
-           'get_engine', 'run_grid', 'demo_cell']
+           'get_engine', 'error_file', 'record_error', 'run_grid', 'demo_cell']
 
 # %% ../nbs/00a_grid.ipynb #41ac2585
 def fingerprint(*objs: Any, n: int = 16) -> str:
@@ -57,25 +57,34 @@ def _init_worker(common, threads):
 def _call(cell_fn, key): return key, cell_fn(key, _COMMON)
 
 def map_local(cell_fn: Callable, keys: list[dict], common: dict, on_result: Callable, *, workers: int = 1,
-              threads: int | None = 1) -> None:
-    "The `local` engine: run `cell_fn(key, common)` for every key; `on_result(key, result)` as each finishes."
+              threads: int | None = 1, on_error: Callable[[dict, BaseException], None] | None = None) -> None:
+    """The `local` engine: run `cell_fn(key, common)` for every key; `on_result(key, result)` as each finishes.
+    A cell that raises: `on_error(key, exc)` once and the other cells go on (without `on_error` the exception stops
+    the run). Ctrl-C always stops it."""
+    def failed(k, e):
+        if on_error is None: raise e
+        on_error(k, e)
     if workers <= 1:
         import torch
         old = torch.get_num_threads()
         if threads: torch.set_num_threads(threads)
         try:
-            for k in keys: on_result(k, cell_fn(k, common))
+            for k in keys:
+                try: r = cell_fn(k, common)
+                except Exception as e: failed(k, e)
+                else: on_result(k, r)
         finally: torch.set_num_threads(old)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(common, threads)) as pool:
-        futs = [pool.submit(_call, cell_fn, k) for k in keys]
+        futs = {pool.submit(_call, cell_fn, k): k for k in keys}
         try:
             for f in as_completed(futs):
-                k, r = f.result()                      # a cell's exception propagates here and stops the run
-                on_result(k, r)
+                try: k, r = f.result()                 # a cell's exception arrives here, its traceback as __cause__
+                except Exception as e: failed(futs[f], e)
+                else: on_result(k, r)
         except BaseException:
             for f in futs: f.cancel()
             raise
@@ -96,6 +105,16 @@ def get_engine(name: str) -> Callable:
     return ENGINES[name]
 
 # %% ../nbs/00a_grid.ipynb #b2ce37b7
+def error_file(out_dir: str | Path, key: dict) -> Path:
+    "Where a cell that raised records its error (beside the file its result would have)."
+    return cell_file(out_dir, key).with_suffix(".error")
+
+def record_error(out_dir: str | Path, key: dict, fp: str, exc: BaseException) -> Path:
+    "Write `exc` (type, message, traceback, with a pool worker's remote traceback) for `key` atomically."
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return save_json({"key": key, "fingerprint": fp, "error": type(exc).__name__, "message": str(exc), "traceback": tb},
+                     error_file(out_dir, key))
+
 def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str | Path, *,
              fingerprints: Callable[[dict], str] | str = "", workers: int = 1, threads: int | None = 1,
              engine: str = "local", engine_options: dict | None = None, force: bool = False, progress: bool = True,
@@ -116,15 +135,26 @@ def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str
     n_fail = sum(bool(failed(r)) for r in results.values())
     bar = tqdm(total=len(keys), initial=len(results), desc=desc, disable=not progress, mininterval=5, smoothing=0.1)
     bar.set_postfix(failures=n_fail, refresh=False)
+    errors: list[tuple[dict, BaseException]] = []
     def on_result(k, r):
         nonlocal n_fail
         save_cell(out_dir, k, fps[cell_id(k)], r)
+        error_file(out_dir, k).unlink(missing_ok=True)
         results[cell_id(k)] = r; n_fail += bool(failed(r))
-        bar.set_postfix(failures=n_fail, refresh=False); bar.update()
+        bar.set_postfix(failures=n_fail, errors=len(errors), refresh=False); bar.update()
+    def on_error(k, e):
+        record_error(out_dir, k, fps[cell_id(k)], e); errors.append((k, e))
+        bar.set_postfix(failures=n_fail, errors=len(errors), refresh=False)
     try:
         opts = {"workers": workers, "threads": threads} if engine == "local" else {}
-        if todo: get_engine(engine)(cell_fn, todo, common, on_result, **opts, **(engine_options or {}))
+        if todo: get_engine(engine)(cell_fn, todo, common, on_result, on_error=on_error, **opts, **(engine_options or {}))
     finally: bar.close()
+    if errors:
+        k, e = errors[0]
+        e.add_note(f"{len(errors)} of {len(keys)} {desc} cells raised (first: {cell_id(k)}); each error and traceback is in "
+                   f"{error_file(out_dir, k).parent}/*.error. The other cells are saved: fix the cause and rerun, only the "
+                   "failed cells are computed again.")
+        raise e
     return {i: results[i] for i in ids}
 
 # %% ../nbs/00a_grid.ipynb #d408331b

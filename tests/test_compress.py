@@ -293,3 +293,18 @@ def test_macs_and_bops_of_quantised_layers(net, toy):
     f, r = mac_report(net), mac_report(q)
     assert r["macs"] == f["macs"] and r["w_bits"] == 4 and f["bops"] == f["macs"] * 1024
     assert f["macs"] * 16 < r["bops"] < f["macs"] * 64                                  # first/last layers at 8x8
+
+
+def test_float_models_are_timed_with_batchnorm_folded(toy, monkeypatch):
+    "The float reference of an int8 model, and every float model, is timed as deployed: BatchNorm folded into convs."
+    import metacompress.compress as C
+    timed = []
+    monkeypatch.setattr(C, "measure_latency", lambda m, b, *a, **k: timed.append(m) or 1.0)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    _, rep = compress(model, "ptq_minmax", 8, toy, Budget(recovery_steps=0, calib_images=32, latency_repeats=1, latency_warmup=0))
+    assert rep["runtime"] == "int8-x86" and len(timed) == 6          # the base, the int8 model, its float reference (b1, b64)
+    has_bn = lambda m: any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert has_bn(model) and not any(has_bn(m) for m in timed)
+    timed.clear(); accounting(model, repeats=1, warmup=0)
+    assert len(timed) == 2 and not any(has_bn(m) for m in timed)

@@ -315,6 +315,21 @@ def test_train_with_label_dropout_steps_budget(tmp_path):
     assert info2["new_steps"] == 5
 
 
+def test_training_is_deterministic_and_resume_equals_one_run(tmp_path):
+    "Issue 14: the same seed trains the same weights; 3 steps + 2 resumed steps equal 5 steps in one go."
+    x, y, _ = _smoke_train_data()
+    cfg = dict(channels=8, mults=(1, 2), blocks=1, attn=False)
+    kw = dict(unet=cfg, batch_size=8, label_dropout=0.2, label_dim=10, progress=False)
+    a, _ = train_edm(x[:64], y[:64], None, max_steps=5, **kw)
+    b, _ = train_edm(x[:64], y[:64], None, max_steps=5, **kw)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    train_edm(x[:64], y[:64], tmp_path / "r.pt", max_steps=3, **kw)
+    c, info = train_edm(x[:64], y[:64], tmp_path / "r.pt", max_steps=5, **kw)
+    assert info["new_steps"] == 2 and all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+    d, _ = train_edm(x[:64], y[:64], None, max_steps=5, seed=1, **kw)
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), d.state_dict().values()))
+
+
 # --- quality: a classifier that really classifies ---------------------------------------------------------------
 CENTRES = torch.linspace(-1.5, 1.5, 10)
 

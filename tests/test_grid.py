@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from metacompress.grid import cell_file, cell_id, demo_cell, fingerprint, get_engine, load_cell, run_grid
+from metacompress.core import load_json
+from metacompress.grid import cell_file, cell_id, demo_cell, error_file, fingerprint, get_engine, load_cell, run_grid
 
 KEYS = [{"x": i} for i in range(6)]
 
@@ -25,11 +26,19 @@ def test_resume_skips_finished_and_stale_fingerprint_recomputes_only_that_cell(t
     assert [v["y"] for v in r.values()] == [k["x"] ** 2 + 7 for k in KEYS]
 
 
-def test_crash_stops_the_run_and_keeps_finished_cells(tmp_path):
-    with pytest.raises(RuntimeError, match="crashed"):
-        run_grid(demo_cell, KEYS, {"crash": [2]}, tmp_path, progress=False)
-    assert load_cell(tmp_path, KEYS[1], fingerprint(KEYS[1], "")) == {"y": 1, "bad": False}
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failing_cell_is_recorded_once_and_the_others_finish(tmp_path, workers):
+    with pytest.raises(RuntimeError, match="crashed") as info:
+        run_grid(demo_cell, KEYS, {"crash": [2]}, tmp_path, workers=workers, progress=False)
+    assert "1 of 6" in "".join(getattr(info.value, "__notes__", []))                # the note names the count and files
+    assert all(load_cell(tmp_path, k, fingerprint(k, "")) == {"y": k["x"] ** 2, "bad": False} for k in KEYS if k["x"] != 2)
     assert load_cell(tmp_path, KEYS[2], fingerprint(KEYS[2], "")) is None
+    assert [p.name for p in tmp_path.glob("*.error")] == [error_file(tmp_path, KEYS[2]).name]
+    err = load_json(error_file(tmp_path, KEYS[2]))
+    assert err["key"] == KEYS[2] and err["error"] == "RuntimeError" and "crashed" in err["traceback"]
+    # the cause fixed: the rerun computes only the failed cell and clears its error record
+    r = run_grid(demo_cell, KEYS, {"crash": [0, 1, 3, 4, 5]}, tmp_path, workers=workers, progress=False)
+    assert r["2"]["y"] == 4 and not list(tmp_path.glob("*.error"))
 
 
 def test_duplicate_keys_and_unknown_engine_are_refused(tmp_path):
@@ -51,6 +60,7 @@ def test_process_pool_equals_in_process(tmp_path):
 def test_pool_crash_propagates(tmp_path):
     with pytest.raises(RuntimeError, match="crashed"):
         run_grid(demo_cell, KEYS, {"crash": [0], "sleep": 0.01}, tmp_path, workers=2, progress=False)
+    assert "demo_cell" in load_json(error_file(tmp_path, KEYS[0]))["traceback"]  # the worker's own traceback is kept
 
 
 SCRIPT = textwrap.dedent("""

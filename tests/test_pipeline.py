@@ -53,6 +53,39 @@ def test_finetune_step(smoke_run):
         assert ckpt["meta"]["test_acc"] == meta["test_acc"]
     assert (smoke_run / "data/runs/smoke/02_finetune.ipynb").is_file()
 
+def test_same_seed_same_numbers_on_rerun(smoke_run, monkeypatch):
+    "Issue 14: with the same seed and thread count a zoo member trains to the same weights and test accuracy again."
+    from metacompress.data import load_splits
+    from metacompress.finetune import FINETUNE_SETTINGS, finetune_member
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data"))
+    p = SMOKE["02_finetune"]
+    torch.set_num_threads(p["threads"])
+    settings = {**FINETUNE_SETTINGS, **{k: v for k, v in p.items() if k in FINETUNE_SETTINGS}, "seed": SMOKE["common"]["seed"], "progress": False}
+    splits = load_splits("smoke")
+    for name in p["pretrained"]:
+        again = finetune_member({"name": name}, {"splits": splits, "settings": settings})
+        saved = torch.load(smoke_run / f"data/models/smoke/{name}.pt", weights_only=True)
+        assert again["meta"]["test_acc"] == saved["meta"]["test_acc"] and again["meta"]["recipe_hash"] == saved["meta"]["recipe_hash"]
+        assert all(torch.equal(again["state_dict"][k], v) for k, v in saved["state_dict"].items()), name
+
+def test_seed_spread_tables(smoke_run):
+    "The zoo's and the grid slice's seed-to-seed spread: every seed present, seed 0 = the main run, kept out of the meta-dataset."
+    z = pd.read_csv(smoke_run / "figures/smoke/zoo_seed_spread.csv")
+    zoo = pd.read_csv(smoke_run / "figures/smoke/zoo.csv").set_index("name")
+    pf = SMOKE["02_finetune"]
+    assert sorted(z.seed.unique()) == sorted({SMOKE["common"]["seed"], *pf["spread_seeds"]}) and set(z.name) == set(pf["spread_members"])
+    own = z[z.seed == SMOKE["common"]["seed"]].set_index("name").test_acc
+    assert (own - zoo.loc[own.index].test_acc).abs().max() < 1e-4
+    e = pd.read_csv(smoke_run / "figures/smoke/extract_seed_spread.csv")
+    pe = SMOKE["05_extract"]
+    assert set(e.model) == set(pe["spread_models"]) and set(e.method) == set(pe["spread_methods"])
+    assert (e.groupby(["model", "method", "level"]).seed.apply(sorted) == [sorted({0, *pe["spread_seeds"]})] * e.groupby(["model", "method", "level"]).ngroups).all()
+    md = pd.read_parquet(smoke_run / "figures/smoke/metadata.parquet")
+    assert set(md.seed) == set(pe["seeds"])                                          # the spread cells stay out
+    base = md[(md.source == "ideal") & md.applicable].set_index(["model", "method", "level"]).y_test_acc
+    e0 = e[e.seed == 0].set_index(["model", "method", "level"]).y_test_acc
+    assert (e0 - base.loc[e0.index]).abs().max() < 1e-4                            # seed 0 of the slice is the grid's own cell
+
 def test_finetune_resumes_without_redoing_finished_models(smoke_run, monkeypatch):
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(smoke_run / "figures"))
     p = SMOKE["02_finetune"]

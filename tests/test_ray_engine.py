@@ -88,6 +88,18 @@ def test_failing_cell_reported_once_not_retried(local_ray, tmp_path):
     assert not is_system_failure(errors[0][1])
     assert (tmp_path / f"attempts_{bad}").read_text() == "x\n"                   # ran exactly once
 
+def test_grid_on_ray_records_a_failing_cell_once(local_ray, tmp_path):
+    from metacompress.core import load_json
+    from metacompress.grid import error_file, run_grid
+    keys = [{"x": i} for i in range(5)]
+    common = {"dir": str(tmp_path), "bad": {"x": 2}}
+    with pytest.raises(ValueError, match="is broken"):
+        run_grid(failing_cell, keys, common, tmp_path / "cells", engine="ray", progress=False)
+    assert sorted(p.name for p in (tmp_path / "cells").glob("*.error")) == [error_file(tmp_path / "cells", keys[2]).name]
+    assert load_json(error_file(tmp_path / "cells", keys[2]))["error"] == "ValueError"
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 4                      # the others finished and were saved
+    assert (tmp_path / "attempts_{'x': 2}").read_text() == "x\n"                   # ran once: an exception is not retried
+
 def test_failing_cell_without_on_error_raises(local_ray, tmp_path):
     with pytest.raises(ValueError, match="cell 0 is broken"):
         map_cells(failing_cell, [0], {"dir": str(tmp_path), "bad": 0}, lambda k, r: None)

@@ -222,3 +222,20 @@ def test_class_count_is_read_off_the_checkpoint(tmp_path):
     assert rec["num_classes"] == 7 and m2(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
     with pytest.raises(R.RecommendError, match="holds no state dict"):
         torch.save({"a": 1}, tmp_path / "bad.pt"); R.load_user_model("squeezenet1_1", str(tmp_path / "bad.pt"))
+
+
+def test_prefilter_slack_keeps_near_misses_only():
+    "A candidate 3 % over the size bound passes a 5 % slack and fails a 0 % one; 10 % over fails both (the sign matters)."
+    from metacompress.compress import Budget, TinyNet, accounting
+    from metacompress.finetune import toy_split
+    torch.manual_seed(0)
+    model, train = TinyNet(width=4).eval(), toy_split(64)
+    base = accounting(model, repeats=1)
+    size = base["size_bytes"]
+    def kept(over, slack):
+        keep, table = R.prefilter(model, [("none", 0.0)], train, Budget(recovery_steps=0), R.Constraint(max_size_bytes=size / (1 + over)),
+                                  base, slack=slack, progress=False)
+        return bool(keep), table
+    assert kept(0.03, 0.05)[0] and not kept(0.03, 0.0)[0]
+    ok, table = kept(0.10, 0.05)
+    assert not ok and "size_bytes misses by 10.0%" in table.dropped[0]

@@ -55,9 +55,9 @@ def test_readme_is_fresh(fresh_readme):
 def _fake_summary():
     return {"profile": "quick", "units": "accuracy fraction (0.01 = 1 pp)", "headline_source": "ideal", "n_rows": 4321, "n_cells": 987,
             "n_models": 6, "n_methods": 19, "top1_gap": {"random": {"meta": 0.0123, "erm": 0.2468, "noise_floor": 0.0042}},
-            "topk_hit": {"random": {"meta": {"1": 0.41, "5": 0.87}}}, "mae": {"random": {"mae": 0.0311}},
+            "topk_hit": {"random": {"meta": {"1": 0.41, "5": 0.87}}}, "mae": {"random": {"meta": 0.0311}},
             "per_source": {"diffusion": {"top1_gap": {"random": {"meta": 0.0456, "erm": 0.2468, "noise_floor": 0.0042}},
-                                         "mae": {"random": {"mae": 0.0522}}}}}
+                                         "mae": {"random": {"meta": 0.0522}}}}}
 
 def test_readme_numbers_follow_the_files(tmp_path, fresh_readme):
     figs = tmp_path / "quick"; shutil.copytree(FIGURES, figs)
@@ -80,8 +80,13 @@ def test_readme_numbers_follow_the_files(tmp_path, fresh_readme):
         "reproduce": {"status": "ok", "wall_seconds": 2400.0, "started": "2026-11-29T09:00:00+00:00", "finished": "2026-11-29T09:40:00+00:00"}}))
     pd.DataFrame({"cell_id": ["a", "b"], "t_compress": [1.0, 3.0], "t_recovery": [2.0, 2.0], "t_total": [60.0, 66.0]}).to_csv(figs / "extract_timing.csv", index=False)
     pd.DataFrame({"model": ["m"], "constraint": ["ratio >= 2"], "method": ["lsq"], "pred_acc": [0.9], "measured_acc": [0.89]}).to_csv(figs / "recommend_verify.csv", index=False)
+    pd.DataFrame({"name": ["m1", "m1", "m1"], "seed": [0, 1, 2], "test_acc": [0.9, 0.9123, 0.8877]}).to_csv(figs / "zoo_seed_spread.csv", index=False)
+    pd.DataFrame({"model": ["m"] * 4, "method": ["none", "none", "lsq", "lsq"], "level": [0.0, 0.0, 4.0, 4.0], "seed": [0, 1, 0, 1],
+                  "y_test_acc": [0.9, 0.93, 0.5, 0.5], "f_src_acc_ideal": [0.9, 0.9, 0.4, 0.45]}).to_csv(figs / "extract_seed_spread.csv", index=False)
     full = render_fresh_readme(figs)
     assert "2 applicable cells; total 2.1 CPU-minutes" in full and "| lsq |" in full
+    assert "| m1 | 0.9000 | 0.9123 | 0.8877 | 2.4600 |" in full                     # the zoo's spread, range in pp
+    assert "2 cells × 2 seeds (0, 1): test-accuracy range across seeds median 1.50 pp, max 3.00 pp" in full
     for text in ["4,321 rows", "987 compressed cells", "| 1.23 |", "| 24.68 |", "| 0.42 |", "| 0.87 |", "| 3.11 |", "| 4.56 |", "| 5.22 |",
                  "| diffusion |", "40.0 minutes", "| 1,234 |", "Imaginary CPU 9000", "torch 9.9.9"]:
         assert text in full, f"{text!r} missing from the rendered README"
