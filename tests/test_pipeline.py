@@ -146,3 +146,22 @@ def test_extract_ray_engine_equals_local(smoke_run, tmp_path, monkeypatch):
     keep = [c for c in local.columns if not c.startswith(("t_", "f_latency"))]
     pd.testing.assert_frame_equal(local[keep].sort_values(["cell_id", "source"]).reset_index(drop=True),
                                   remote[keep].sort_values(["cell_id", "source"]).reset_index(drop=True))
+
+def test_extract_notebook_on_a_process_pool_equals_in_process(smoke_run, monkeypatch, tmp_path):
+    """The 05_extract notebook with `workers: 2` (as the quick profile runs it) hands the spawned pool only objects it
+    can import, and the pool recomputes exactly the table the in-process run made (same seed, one thread each)."""
+    import shutil, yaml, metacompress.core as core
+    shutil.copytree(smoke_run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
+    prof = load_profile("smoke")
+    prof["05_extract"].update(workers=2, force=True)
+    pd_ = tmp_path / "profiles"; pd_.mkdir()
+    for f in core.profiles_dir().glob("*.yaml"): (pd_ / f.name).write_text(f.read_text())
+    (pd_ / "smoke.yaml").write_text(yaml.safe_dump(prof))
+    monkeypatch.setattr(core, "profiles_dir", lambda: pd_)
+    run_step("extract", "smoke", progress=False)
+    before = pd.read_parquet(smoke_run / "data/metadata/smoke/metadata.parquet")
+    after = pd.read_parquet(tmp_path / "data/metadata/smoke/metadata.parquet")
+    keep = [c for c in before.columns if not c.startswith(("t_", "f_latency"))]
+    pd.testing.assert_frame_equal(before[keep].sort_values(["cell_id", "source"]).reset_index(drop=True),
+                                  after[keep].sort_values(["cell_id", "source"]).reset_index(drop=True))

@@ -128,3 +128,23 @@ def test_empty_keys_and_bad_arguments():
 def test_missing_ray_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)                                 # `import ray` raises ImportError
     with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'): require_ray()
+
+
+def test_zoo_members_run_as_ray_tasks_like_the_local_engine(local_ray, tmp_path, monkeypatch):
+    "Issue 13: finetune_zoo(engine='ray') trains one task per member; the driver writes the same checkpoints as locally."
+    import torch
+    from types import SimpleNamespace
+    from metacompress.finetune import finetune_zoo, toy_split, zoo_paths
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path))
+    torch.set_num_threads(1)                                     # as a one-CPU Ray task: the same arithmetic order
+    toy = SimpleNamespace(train=toy_split(64, 10, 32), test=toy_split(32, 10, 32, seed=1), classes=tuple("abcdefghij"),
+                          data_hash="toy", image_size=32)
+    names, kw = ["squeezenet1_1", "mobilenet_v3_small"], dict(weights="none", epochs=1, batch_size=32, progress=False, device="cpu")
+    local = finetune_zoo("loc", names, toy, **kw)
+    remote = finetune_zoo("ray", names, toy, engine="ray", engine_options={"num_cpus": 1, "max_retries": 1}, **kw)
+    assert remote.name.tolist() == names and remote.test_acc.tolist() == local.test_acc.tolist()
+    for n in names:
+        a, b = (torch.load(zoo_paths(p, n)[0], weights_only=True)["state_dict"] for p in ("loc", "ray"))
+        assert all(torch.equal(a[k], b[k]) for k in a), n
+    again = finetune_zoo("ray", names, toy, engine="ray", **kw)     # finished members are not sent to Ray again
+    assert again.test_acc.tolist() == local.test_acc.tolist()
