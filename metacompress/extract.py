@@ -598,9 +598,10 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
               "settings": asdict(settings), "sources": {k: _source_key(v) if v is not None else None for k, v in src.items()},
               "test": tensor_hash(test.x, test.y), "train": tensor_hash(splits.train.x[:64], splits.train.y), "data": splits.data_hash}
     keys = grid_keys(list(zoo), methods, levels, seeds, levels_per_model)
-    spread_keys = [{**k, "seed": int(sd)} for k in keys if k["seed"] == keys[0]["seed"] and k["method"] in set(spread_methods)
+    extra_seeds = [int(sd) for sd in spread_seeds if int(sd) not in {int(x) for x in seeds}]
+    spread_keys = [{**k, "seed": sd} for k in keys if k["seed"] == keys[0]["seed"] and k["method"] in set(spread_methods)
                    and (k["model"] in set(spread_models) or zoo_name(k["model"], zoo[k["model"]][1]) in set(spread_models))
-                   for sd in spread_seeds if int(sd) not in {int(x) for x in seeds}]
+                   for sd in extra_seeds]
     log.info(f"extract: {len(keys)} cells ({len(zoo)} models x {len(keys) // max(1, len(zoo) * len(seeds))} method-levels x {len(seeds)} seeds), "
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
@@ -609,12 +610,13 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
                    failed=lambda r: not r["report"].get("applicable", True))
     wall = time.perf_counter() - t0
     spread_ids = {cell_id(k) for k in spread_keys}
-    df = check_schema(pd.DataFrame([row for i, r in res.items() if i not in spread_ids for row in r["rows"]]))
+    rows = pd.DataFrame([row for r in res.values() for row in r["rows"]])
+    df = check_schema(rows[~rows.cell_id.isin(spread_ids)].reset_index(drop=True))
     save_metadata(df, out / "metadata.parquet")
     figs = figures_dir(profile)
     save_metadata(df, figs / "metadata.parquet")
     write_figures(df, [r["report"] for i, r in res.items() if i not in spread_ids], figs)
-    write_seed_spread(pd.DataFrame([row for r in res.values() for row in r["rows"]]), spread_keys, figs / "extract_seed_spread.csv")
+    write_seed_spread(rows, spread_keys, figs / "extract_seed_spread.csv")
     log.info(f"extract: {len(res)} cells in {wall:.0f}s wall ({df[df.applicable].cell_id.nunique()} applicable)")
     return df
 

@@ -306,6 +306,12 @@ def finetune_member(key: dict, common: dict) -> dict:
             **model_stats(model, isz), "seconds": round(time.perf_counter() - t0, 1)}
     return {"meta": meta, "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
 
+def _map_members(keys: list[dict], common: dict, on_result, engine: str, engine_options: dict | None) -> None:
+    "Run `finetune_member` for `keys` on the grid engine (local: one after the other in this process, torch's threads kept)."
+    from metacompress.grid import get_engine
+    opts = {"workers": 1, "threads": None} if engine == "local" else {}
+    get_engine(engine)(finetune_member, keys, common, on_result, **opts, **(engine_options or {}))
+
 def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imagenet", stem: str = "imagenet",
                  epochs: float = 1, batch_size: int = 128, lr: float = 0.05, optimizer: str = "sgd",
                  schedule: str = "onecycle", label_smoothing: float = 0.1, seed: int = 0, device="auto",
@@ -320,7 +326,6 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
     writes the checkpoints. `channels_last`: True / False / 'auto' (on for the torchvision archs measured faster
     that way, and for the pretrained members, all faster on a CPU in NHWC)."""
     import pandas as pd
-    from metacompress.grid import get_engine
     log = get_logger()
     pretrained = list(pretrained or [])
     bad = [n for n in pretrained if not is_pretrained(n)]
@@ -345,8 +350,7 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
         b = meta["test_acc_before"]
         log.info(f"{key['name']}: test acc {'' if b is None else f'{b:.3f} -> '}{meta['test_acc']:.3f} in {meta['seconds']:.0f}s ({meta['weights_source']})")
         rows[key["name"]] = meta
-    opts = {"workers": 1, "threads": None} if engine == "local" else {}
-    if todo: get_engine(engine)(finetune_member, todo, {"splits": splits, "settings": settings}, on_result, **opts, **(engine_options or {}))
+    if todo: _map_members(todo, {"splits": splits, "settings": settings}, on_result, engine, engine_options)
     return pd.DataFrame([rows[n] for n in names])
 
 def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str = "local", engine_options: dict | None = None,
@@ -354,15 +358,13 @@ def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str =
     """Test accuracy of members `names` fine-tuned with each of `seeds` (in memory: nothing is saved), as rows
     (name, seed, test_acc): how much of a difference between members is the seed's (issue 14)."""
     import pandas as pd
-    from metacompress.grid import get_engine
     defaults = {**FINETUNE_SETTINGS, "progress": False}
     unknown = sorted(set(settings) - set(defaults))
     if unknown: raise ValueError(f"unknown fine-tune settings {unknown}; valid: {sorted(defaults)}")
     rows = []
     def on_result(key, r): rows.append({"name": key["name"], "seed": key["seed"], "test_acc": r["meta"]["test_acc"]})
-    opts = {"workers": 1, "threads": None} if engine == "local" else {}
     keys = [{"name": n, "seed": int(s)} for n in names for s in seeds]
-    get_engine(engine)(finetune_member, keys, {"splits": splits, "settings": {**defaults, **settings}}, on_result, **opts, **(engine_options or {}))
+    _map_members(keys, {"splits": splits, "settings": {**defaults, **settings}}, on_result, engine, engine_options)
     return pd.DataFrame(rows, columns=["name", "seed", "test_acc"]).sort_values(["name", "seed"], ignore_index=True)
 
 # torchvision families measured faster in NHWC on a CPU (issue 7: mobilenet_v2 80 -> 223 img/s, mobilenet_v3_small

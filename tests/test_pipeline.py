@@ -97,17 +97,21 @@ def test_finetune_resumes_without_redoing_finished_models(smoke_run, monkeypatch
     assert (d / f"{first}.pt").stat().st_mtime_ns == kept  # finished work untouched
     assert (d / f"{second}.json").is_file()                # unfinished work redone
 
-def test_finetune_retrains_when_the_recipe_changes(smoke_run, monkeypatch, tmp_path):
+def _use_smoke_profile(prof: dict, tmp_path, monkeypatch) -> None:
+    "Point the runner at a copy of nbs/profiles/ whose smoke.yaml is `prof`."
     import yaml, metacompress.core as core
+    pd_ = tmp_path / "profiles"; pd_.mkdir(parents=True)
+    for f in core.profiles_dir().glob("*.yaml"): (pd_ / f.name).write_text(f.read_text())
+    (pd_ / "smoke.yaml").write_text(yaml.safe_dump(prof))
+    monkeypatch.setattr(core, "profiles_dir", lambda: pd_)
+
+def test_finetune_retrains_when_the_recipe_changes(smoke_run, monkeypatch, tmp_path):
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(smoke_run / "figures"))
     prof = load_profile("smoke"); first = prof["02_finetune"]["pretrained"][0]
     d = smoke_run / "data/models/smoke"
     before = json.loads((d / f"{first}.json").read_text())
     prof["02_finetune"]["pt_lr"] = prof["02_finetune"]["pt_lr"] * 2          # another recipe, same data
-    pd_ = tmp_path / "profiles"; pd_.mkdir()
-    for f in core.profiles_dir().glob("*.yaml"): (pd_ / f.name).write_text(f.read_text())
-    (pd_ / "smoke.yaml").write_text(yaml.safe_dump(prof))
-    monkeypatch.setattr(core, "profiles_dir", lambda: pd_)
+    _use_smoke_profile(prof, tmp_path, monkeypatch)
     run_step("finetune", "smoke", progress=False)
     after = json.loads((d / f"{first}.json").read_text())
     assert after["recipe_hash"] != before["recipe_hash"] and after["lr"] == prof["02_finetune"]["pt_lr"]
@@ -150,18 +154,15 @@ def test_extract_ray_engine_equals_local(smoke_run, tmp_path, monkeypatch):
 def test_extract_notebook_on_a_process_pool_equals_in_process(smoke_run, monkeypatch, tmp_path):
     """The 05_extract notebook with `workers: 2` (as the quick profile runs it) hands the spawned pool only objects it
     can import, and the pool computes exactly the table the in-process run makes (same seed, one thread each)."""
-    import shutil, yaml, metacompress.core as core
+    import shutil
     shutil.copytree(smoke_run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("runs", "metadata"))
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
-    pd_ = tmp_path / "profiles"; pd_.mkdir()
-    for f in core.profiles_dir().glob("*.yaml"): (pd_ / f.name).write_text(f.read_text())
-    monkeypatch.setattr(core, "profiles_dir", lambda: pd_)
     tables = []
     for workers in (1, 2):                       # the same few cells, recomputed (force) in-process, then on the pool
         prof = load_profile("smoke")
         prof["05_extract"].update(models=[SMOKE["02_finetune"]["pretrained"][0]], methods=["none", "global_magnitude", "ptq_minmax"],
                                   spread_models=[], workers=workers, force=True)
-        (pd_ / "smoke.yaml").write_text(yaml.safe_dump(prof))
+        _use_smoke_profile(prof, tmp_path / f"w{workers}", monkeypatch)
         run_step("extract", "smoke", progress=False)
         tables.append(pd.read_parquet(tmp_path / "data/metadata/smoke/metadata.parquet"))
     keep = [c for c in tables[0].columns if not c.startswith(("t_", "f_latency"))]
