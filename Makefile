@@ -4,11 +4,15 @@ PROFILE ?= quick
 PYTHON  ?= python3
 FORCE   ?=
 ENGINE  ?=
+VERBOSE ?=
+JOBS    ?=
 STEPS   := data finetune generate compress extract predict evaluate recommend
 STAMP   := .make/installed
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
+# VERBOSE=1: also the notebooks' printed output and a failing step's full traceback; JOBS=n: steps of `reproduce` side by side
+FLAGS    = $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE)) $(if $(VERBOSE),--verbose)
 
-.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-ray readme lab clean-runs $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-ray readme lab clean-runs clean-cache $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -30,17 +34,17 @@ test-py: install  ## pytest: unit tests and the smoke pipeline through papermill
 check-sync: install  ## nbdev_export and nbdev_clean must change nothing
 	@$(RUN) check-sync
 
-reproduce: install  ## every pipeline notebook in order through papermill, then the manifest check (PROFILE=quick by default)
-	$(RUN) all --profile $(PROFILE) $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE))
+reproduce: install  ## every pipeline notebook (independent steps side by side, JOBS=cores), then the manifest check (PROFILE=quick by default)
+	@$(RUN) all --profile $(PROFILE) $(FLAGS) $(if $(JOBS),--jobs $(JOBS))
 
-check: install  ## check figures/PROFILE/ against nbs/manifest.yaml and the run record (missing or stale files fail)
+check: install  ## check figures/PROFILE/ against nbs/manifest.yaml and the run record (missing or stale files, failed or interrupted steps fail)
 	@$(RUN) check --profile $(PROFILE)
 
 docs: install  ## static HTML site of PROFILE's executed notebooks in data/site/PROFILE/ (quick: also copies them to docs/quick/)
 	$(RUN) docs --profile $(PROFILE)
 
-$(STEPS): install  ## one step of the pipeline: make data|finetune|generate|compress|extract|predict|evaluate|recommend PROFILE=...
-	$(RUN) $@ --profile $(PROFILE) $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE))
+$(STEPS): install  ## one step of the pipeline: make data|finetune|generate|compress|extract|predict|evaluate|recommend PROFILE=... (VERBOSE=1)
+	@$(RUN) $@ --profile $(PROFILE) $(FLAGS)
 
 bench-ray: install  ## Ray's per-cell overhead against the local pool on toy cells (prints the ratio)
 	$(PYTHON) -c 'from metacompress.ray_engine import bench_main; bench_main()'
@@ -53,6 +57,9 @@ readme: install  ## execute nbs/index.ipynb (tables from figures/) and regenerat
 
 lab: install  ## install and open JupyterLab on nbs/
 	$(PYTHON) -m pip install -q -e ".[lab]" && jupyter lab nbs
+
+clean-cache: install  ## delete decoded dataset caches in data/cache/ that no split file uses (prints what it frees)
+	@$(PYTHON) -c 'from metacompress.data import clean_cache; clean_cache()'
 
 clean-runs:  ## delete executed notebooks of PROFILE (caches and checkpoints stay)
 	rm -rf data/runs/$(PROFILE)

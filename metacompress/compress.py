@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_compress.ipynb #821f59ac
 from __future__ import annotations
-import copy, json, math, time, traceback
+import copy, dataclasses, json, math, time, traceback
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -18,35 +18,40 @@ from tqdm.auto import tqdm
 
 from .core import (atomic_path, figures_dir, get_logger, load_json, profile_dir,
                                save_json, set_module, set_seed)
-from .data import Split, load_splits
+from .data import Split, augment_batch, load_splits, normalize
 from .finetune import evaluate, last_linear, load_zoo_model, train_model
 
 log = get_logger("metacompress.compress")
 
 # %% auto #0
 __all__ = ['log', 'KNOWN_FAILURES', 'LEVEL_KINDS', 'METHODS', 'PROVIDERS', 'MP_BITS', 'CSV_COLUMNS', 'CACHE_VERSION', 'Budget',
-           'NotApplicable', 'known_failure', 'Context', 'Method', 'register', 'get_method', 'no_compression',
-           'conv_linear', 'conv_channels', 'weight_sparsity', 'TinyNet', 'InputAdapter', 'TinyResNetA',
-           'weight_storage_bits', 'size_report', 'mac_report', 'measure_latency', 'accounting', 'finalize_pruning',
-           'global_magnitude', 'layer_magnitude', 'random_unstructured', 'agp_sparsity', 'agp', 'l1_filter',
-           'group_norm', 'fpgm', 'taylor', 'random_channels', 'onecycle_lr_sum', 'slim_lambda', 'bn_gammas', 'slim',
-           'svd_layer', 'tucker2_layer', 'svd', 'tucker2', 'register_quantization', 'bwn', 'layer_sensitivity',
-           'allocate_bits', 'mixed_lsq', 'slim_lsq4', 'l1_ptq8', 'agp_lsq4', 'catalogue', 'compress', 'grid_cells',
-           'plot_compression', 'not_applicable', 'benchmark', 'probe_applicability', 'demo_slim', 'demo_fpgm',
-           'demo_int8', 'demo_recovery', 'plot_demo', 'run_catalogue']
+           'NotApplicable', 'known_failure', 'Context', 'reestimate_bn', 'Method', 'register', 'get_method',
+           'no_compression', 'conv_linear', 'conv_channels', 'weight_sparsity', 'TinyNet', 'InputAdapter',
+           'TinyResNetA', 'weight_storage_bits', 'size_report', 'mac_report', 'measure_latency', 'accounting',
+           'finalize_pruning', 'global_magnitude', 'layer_magnitude', 'random_unstructured', 'agp_sparsity', 'agp',
+           'l1_filter', 'group_norm', 'fpgm', 'taylor', 'random_channels', 'onecycle_lr_sum', 'slim_lambda',
+           'bn_gammas', 'slim', 'svd_layer', 'tucker2_layer', 'svd', 'tucker2', 'register_quantization', 'bwn',
+           'layer_sensitivity', 'allocate_bits', 'mixed_lsq', 'slim_lsq4', 'l1_ptq8', 'agp_lsq4', 'catalogue',
+           'compress', 'grid_cells', 'plot_compression', 'not_applicable', 'benchmark', 'probe_applicability',
+           'demo_slim', 'demo_fpgm', 'demo_int8', 'demo_recovery', 'plot_demo', 'run_catalogue', 'recovery_curve',
+           'plot_recovery_curve']
 
 # %% ../nbs/04_compress.ipynb #f1637d61
 @dataclass
 class Budget:
     "What one compression may spend (recovery fine-tune, calibration, Slim's sparsity phase, latency runs)."
-    recovery_steps: int = 40          # SGD steps of the recovery fine-tune after compressing (0: none)
+    recovery_steps: int = 40          # SGD steps of the recovery fine-tune after compressing (0: adaptive BN only)
     batch_size: int = 64
     lr: float = 0.01                  # peak lr of the one-cycle recovery schedule
+    bn_images: int = 1024             # adaptive BN: training images that re-estimate BatchNorm statistics (0: off)
+    kd_alpha: float = 0.0             # recovery loss (1-a)*CE + a*T^2*KL(teacher || student) (Hinton et al. 2015); 0: labels only
+    kd_temperature: float = 4.0       # T of the distillation term
+    label_smoothing: float = 0.0      # of the recovery's cross-entropy (the zoo members were trained without it)
     train_images: int | None = None   # recovery draws from the first n training images (None: all)
     calib_images: int = 256           # normalised images for PTQ/int8 calibration and Taylor gradients
     slim_sparsity_steps: int = 40     # network slimming: steps of L1-on-gamma training before pruning
     slim_l1: float = 1e-4             # smallest lambda of lambda * sum|gamma| (Liu et al. 2017: 1e-4 .. 1e-5)
-    slim_shrink: float = 0.3          # total L1 pull on each gamma over the phase, sum_t lr_t * lambda (see `slim_lambda`)
+    slim_shrink: float = 0.0          # optional floor on the total L1 pull sum_t lr_t * lambda (see `slim_lambda`); 0: lambda = slim_l1
     taylor_batches: int = 2           # batches of `batch_size` whose gradients score channels (Taylor)
     latency_repeats: int = 10         # timed forward passes per batch size (median reported)
     latency_warmup: int = 2
@@ -54,6 +59,12 @@ class Budget:
     int8_deploy: bool = True          # 8-bit PTQ: also build the real int8 model and time it
     seed: int = 0
     device: str = "auto"              # where recovery trains; accounting and latency are always on the CPU
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Budget":
+        "The budget from a step's parameters (a profile section or a notebook's globals): the keys it declares, the rest ignored."
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
 
 class NotApplicable(ValueError):
     "A method cannot compress this model (the reason says why); the grid records it as a row, never crashes."
@@ -84,18 +95,47 @@ class Context:
     seconds: dict = field(default_factory=lambda: {"recovery": 0.0})
     steps: dict = field(default_factory=lambda: {"recovery": 0})
     extra: dict = field(default_factory=dict)   # e.g. 'int8': the deployed int8 model
+    teacher: nn.Module | None = None             # the uncompressed model (distillation target of the recovery)
 
     def recover(self, model: nn.Module, steps: int | None = None, *, extra_loss=None, phase: str = "recovery") -> nn.Module:
-        "Fine-tune `model` in place with the zoo's `train_model` for `steps` (default: the budget's recovery steps)."
+        """Recover `model` in place after a change of structure or numerics: `steps` (default: the budget's) of the
+        zoo's `train_model` (BatchNorm normalises by batch statistics and, momentum 0, leaves its running statistics
+        alone), then adaptive BN (`reestimate_bn`) on the final weights, the statistics eval mode will use."""
         b = self.budget; steps = b.recovery_steps if steps is None else steps
+        t0 = time.perf_counter()
         if steps > 0:
-            t0 = time.perf_counter()
+            kd = dict(teacher=self.teacher, kd_alpha=b.kd_alpha, kd_temperature=b.kd_temperature) if b.kd_alpha > 0 and self.teacher is not None else {}
             train_model(model, self.data, max_steps=steps, batch_size=b.batch_size, lr=b.lr, seed=b.seed,
-                        device=b.device, progress=False, desc=phase, extra_loss=extra_loss)
+                        device=b.device, progress=False, desc=phase, extra_loss=extra_loss, bn_eval=True,
+                        label_smoothing=b.label_smoothing, **kd)
             model.cpu().eval()
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-            self.steps[phase] = self.steps.get(phase, 0) + steps
+        reestimate_bn(model, self.data, b.bn_images, seed=b.seed)
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+        self.steps[phase] = self.steps.get(phase, 0) + steps
         return model
+
+def _bns(model): return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, data: Split, n_images: int = 1024, batch_size: int = 128, seed: int = 0) -> nn.Module:
+    """Adaptive BatchNorm (Li et al. 2020, EagleEye, Sec. 3.2): reset every BatchNorm's running statistics and
+    re-estimate them as the cumulative average (momentum None) over the first `n_images` of `data`, with only the
+    BatchNorm layers in train mode (quantisers' ranges and dropout stay as in eval); no gradient, weights untouched.
+    A pruned, factorised or quantised network's activations no longer match the statistics the uncompressed one
+    collected; this alone brings many collapsed candidates back. The images get the training augmentation
+    (`augment_batch`, seeded): the zoo's statistics were collected on augmented images, and clean ones move them
+    (on ResNet-20 the variances by ~6 %, costing 3 points of the uncompressed model's accuracy). `n_images` 0: nothing."""
+    bns = _bns(model); n = min(int(n_images), len(data))
+    if not bns or n <= 0: return model
+    was = model.training; model.eval(); device = next(model.parameters()).device
+    momenta = {m: m.momentum for m in bns}
+    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
+    g = torch.Generator().manual_seed(seed)
+    for i in range(0, n, batch_size):
+        x = augment_batch(data.x[i:min(i + batch_size, n)], g)
+        model(normalize(x.to(device), data.mean, data.std))
+    for m in bns: m.momentum = momenta[m]
+    return model.train(was)
 
 # %% ../nbs/04_compress.ipynb #a5b86cb2
 LEVEL_KINDS = {"none": "no compression (level 0)", "sparsity": "fraction of conv/linear weights set to zero",
@@ -463,8 +503,6 @@ def taylor(model, level, ctx): return _tp_prune(model, _imp("taylor"), level, ct
 def random_channels(model, level, ctx): return _tp_prune(model, _imp("random"), level, ctx)
 
 # %% ../nbs/04_compress.ipynb #a7c4a297
-def _bns(model): return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
 def onecycle_lr_sum(steps: int, lr: float) -> float:
     "Sum of the learning rates of `train_model`'s one-cycle schedule over `steps` steps (cosine, 25% warm-up, as finetune's)."
     if steps <= 0: return 0.0
@@ -484,7 +522,8 @@ def bn_gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([bn.weight.detach().flatten() for bn in _bns(model)]) if _bns(model) else torch.zeros(0)
 
 @register("slim", "structured", **_CH, criterion="bn_scale_l1", recovery="after a sparsity phase of slim_sparsity_steps",
-          cite="Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming")
+          cite="Liu et al. 2017, Network Slimming: global BN-γ threshold channel pruning after slim_sparsity_steps of L1 on γ "
+               "at λ = slim_l1 (the paper: λ 1e-4 over a whole training run; a short phase barely separates γ)")
 def slim(model, level, ctx):
     bns = _bns(model)
     if not bns: raise NotApplicable("slim scores channels by BatchNorm scales (gamma) and this model has no BatchNorm "
@@ -701,7 +740,7 @@ def compress(model: nn.Module, method: str, level, data: Split, budget: Budget |
     before = conv_channels(model)
     lat = dict(repeats=budget.latency_repeats, warmup=budget.latency_warmup, threads=budget.latency_threads, input_size=size)
     if base is None: base = accounting(model, **lat)
-    ctx = Context(data, budget, calib_x)
+    ctx = Context(data, budget, calib_x, teacher=copy.deepcopy(model) if budget.kd_alpha > 0 else None)
     set_seed(budget.seed)
     t0 = time.perf_counter()
     try:
@@ -751,7 +790,7 @@ CSV_COLUMNS = ["model", "method", "family", "granularity", "criterion", "level",
                "latency_b64_ms", "latency_fp32_b1_ms", "latency_fp32_b64_ms", "runtime", "int8_ranges", "seconds",
                "seconds_compress", "seconds_recovery", "recovery_steps", "structure", "slim_l1", "sparsity_steps", "notes"]
 
-CACHE_VERSION = 2   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
+CACHE_VERSION = 3   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
 
 def grid_cells(methods="all", levels="all") -> list[tuple[str, Any]]:
     """(method, level) cells: `methods` 'all' or names; `levels` 'all' (each method's grid), 'first' (its first
@@ -769,28 +808,32 @@ def grid_cells(methods="all", levels="all") -> list[tuple[str, Any]]:
     return cells
 
 def plot_compression(df: pd.DataFrame, path: str | Path) -> Path:
-    "Accuracy vs compression ratio (log): a row per model, a column per family, a line per method; dashed: uncompressed."
+    """Trade-off curves: accuracy vs compression ratio (log), a panel per method (grouped by family), a line per model
+    across the method's levels; a dot on the y axis' right: the model's uncompressed accuracy after the same recovery."""
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt, matplotlib.ticker as ticker, seaborn as sns
-    t20 = sns.color_palette("tab20", 20); tab = t20[0::2] + t20[1::2]   # dark shades first: neighbours differ
     ok = df[df.applicable.astype(bool)].dropna(subset=["test_acc", "compression_ratio"])
     base = ok[ok.family == "baseline"].groupby("model").test_acc.first()
-    d = ok[ok.family != "baseline"].sort_values("compression_ratio")
+    d = ok[ok.family != "baseline"].sort_values(["model", "method", "compression_ratio"])
     if d.empty: d = ok                                              # only the baseline ran: plot it alone
-    order = [f for f in ("unstructured", "structured", "lowrank", "ptq", "qat", "pipeline") if f in set(d.family)]
-    order += sorted(set(d.family) - set(order))
-    methods = list(dict.fromkeys(m for f in order for m in d[d.family == f].method))
-    g = sns.relplot(data=d, x="compression_ratio", y="test_acc", hue="method", hue_order=methods, row="model",
-                    col="family", col_order=order, kind="line", marker="o", height=2.8, aspect=1.1,
-                    palette=[tab[i % 20] for i in range(len(methods))], facet_kws={"sharex": False, "margin_titles": True})
+    fam = [f for f in ("unstructured", "structured", "lowrank", "ptq", "qat", "pipeline") if f in set(d.family)]
+    fam += sorted(set(d.family) - set(fam))
+    methods = list(dict.fromkeys(m for f in fam for m in d[d.family == f].method))
+    models = sorted(set(d.model)); pal = dict(zip(models, sns.color_palette("tab10" if len(models) <= 10 else "tab20", len(models))))
+    g = sns.relplot(data=d, x="compression_ratio", y="test_acc", hue="model", hue_order=models, palette=pal, col="method",
+                    col_order=methods, col_wrap=min(5, len(methods)), kind="line", marker="o", height=2.6, aspect=1.1,
+                    estimator=None, sort=False, facet_kws={"sharex": False})
     g.set(xscale="log"); g.set_axis_labels("compression ratio (size)", "test accuracy")
-    for (model, _), ax in g.axes_dict.items():
-        if model in base: ax.axhline(base[model], ls="--", c="grey", lw=1)
+    fam_of = d.drop_duplicates("method").set_index("method").family
+    for meth, ax in g.axes_dict.items():
+        ax.set_title(f"{meth} ({fam_of.get(meth, '')})", fontsize=9)
+        lo = d[d.method == meth].compression_ratio.min()
+        for mdl, acc in base.items(): ax.plot([lo], [acc], marker="_", ms=12, c=pal.get(mdl, "grey"))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g")); ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
-    g.fig.suptitle("accuracy vs compression ratio (dashed: uncompressed model after the same recovery)", y=1.02)
+    g.fig.suptitle("accuracy vs compression ratio per method, a line per model across its levels (dash: uncompressed, same recovery)", y=1.02)
     path = Path(path)
-    with atomic_path(path) as tmp: g.fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    with atomic_path(path) as tmp: g.fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(g.fig)
     return path
 
@@ -871,11 +914,13 @@ def _gamma_stats(g: torch.Tensor) -> dict:
             "frac_below_1e-2": float((a < 1e-2).float().mean()), "frac_below_1e-1": float((a < 1e-1).float().mean())}
 
 def demo_slim(model: nn.Module, data: Split, budget: Budget, level: float = 0.4) -> tuple[pd.DataFrame, dict]:
-    "γ moments after Slim's sparsity phase for λ in (0, slim_l1, slim_lambda), and the pruned-set overlap with λ = 0."
+    """γ moments after Slim's sparsity phase for λ = 0, the paper's λ (`slim_l1`) and a strong λ whose total pull
+    λ·Σlr is 0.3 (`slim_lambda` with slim_shrink 0.3): how far the short phase is from separating γ, and the
+    pruned-set overlap with λ = 0."""
     bns = _bns(model); rows, sets, hist = [], {}, {"before": bn_gammas(model).abs()}
     if not bns: raise NotApplicable("the demo model has no BatchNorm")
     rows.append({"demo": "slim", "setting": "before", "lambda": 0.0, "steps": 0, **_gamma_stats(bn_gammas(model))})
-    for tag, lam in (("lambda=0", 0.0), ("lambda=slim_l1", budget.slim_l1), ("lambda=slim_lambda", slim_lambda(budget))):
+    for tag, lam in (("lambda=0", 0.0), ("lambda=slim_l1", budget.slim_l1), ("lambda=strong", slim_lambda(dataclasses.replace(budget, slim_shrink=max(budget.slim_shrink, 0.3))))):
         m = copy.deepcopy(model); ctx = Context(data, budget, data.inputs(slice(0, 8))); set_seed(budget.seed)
         mb = _bns(m)
         ctx.recover(m, budget.slim_sparsity_steps, phase="sparsity", extra_loss=lambda mm, mb=mb, lam=lam: lam * sum(bn.weight.abs().sum() for bn in mb))
@@ -937,7 +982,8 @@ def plot_demo(hist: dict, int8: pd.DataFrame, path: str | Path) -> Path:
     plt.close(fig); return path
 
 def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: float = 0.4, budget: Budget | None = None,
-                  eval_n: int | None = None, probe_archs: list[str] | None = None, progress: bool = True) -> dict:
+                  eval_n: int | None = None, probe_archs: list[str] | None = None, curve_models=(), curve_cells=(),
+                  curve_steps=(0, 10, 20, 50), curve_kd: dict | None = None, progress: bool = True) -> dict:
     """The step: `figures/<profile>/catalogue.csv`, `applicability.csv` (probe over `probe_archs`, default the whole
     zoo), and the fidelity demonstrations on `demo_arch` (default: the zoo's first model with BatchNorm) in `compress_demo.csv` and `.png`."""
     budget = budget or Budget(); splits = load_splits(profile); out = figures_dir(profile)
@@ -958,4 +1004,51 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
     demo.insert(0, "model", arch)
     with atomic_path(out / "compress_demo.csv") as tmp: demo.to_csv(tmp, index=False)
     plot_demo(hist, int8_df, out / "compress_demo.png")
-    return {"catalogue": cat, "applicability": probe, "demo": demo}
+    curve = pd.DataFrame(columns=["model", "method", "level", "recovery_steps", "kd_alpha", "bn_images", "lr", "test_acc",
+                                  "base_acc", "drop_pp", "eval_n", "seconds"])
+    if not curve_models:                               # the profile asks for no curve: say so in the files it would fill
+        with atomic_path(out / "recovery_curve.csv") as tmp: curve.to_csv(tmp, index=False)
+        plot_recovery_curve(curve, out / "recovery_curve.png")
+    else:
+        variants = [{"recovery_steps": int(s)} for s in curve_steps] + ([dict(curve_kd)] if curve_kd else [])
+        curve = recovery_curve({a: load_zoo_model(profile, a)[0] for a in curve_models}, [tuple(c) for c in curve_cells],
+                               variants, data, test, budget, progress=progress)
+        with atomic_path(out / "recovery_curve.csv") as tmp: curve.to_csv(tmp, index=False, float_format="%.5g")
+        plot_recovery_curve(curve, out / "recovery_curve.png")
+    return {"catalogue": cat, "applicability": probe, "demo": demo, "curve": curve}
+
+# %% ../nbs/04_compress.ipynb #f3e0b464
+def recovery_curve(models: dict, cells, variants, data: Split, eval_split: Split, budget: Budget, progress: bool = True) -> pd.DataFrame:
+    """Test accuracy of `compress` for every model of `models` ({name: model}), (method, level) of `cells` and
+    recovery variant of `variants` (dicts of `Budget` fields over `budget`, e.g. {"recovery_steps": 20} or
+    {"recovery_steps": 20, "kd_alpha": 0.5}); the uncompressed model's accuracy before any recovery beside it.
+    The curve that chooses a profile's `recovery_steps` (and whether distillation pays); latency is not timed."""
+    rows = []; b0 = dataclasses.replace(budget, latency_repeats=1, latency_warmup=0, int8_deploy=False)
+    jobs = [(n, c, v) for n in models for c in cells for v in variants]
+    for name, (meth, lv), v in tqdm(jobs, desc="recovery curve", disable=not progress, mininterval=10):
+        model = models[name]; base = evaluate(model, eval_split)["acc"]
+        b = dataclasses.replace(b0, **v)
+        _, rep = compress(model, meth, lv, data, b, eval_split=eval_split, name=name)
+        rows.append({"model": name, "method": meth, "level": lv, "recovery_steps": b.recovery_steps, "kd_alpha": b.kd_alpha,
+                     "bn_images": b.bn_images, "lr": b.lr, "test_acc": rep["test_acc"], "base_acc": base,
+                     "drop_pp": 100 * (base - rep["test_acc"]), "eval_n": rep["eval_n"], "seconds": rep["seconds"]})
+    return pd.DataFrame(rows)
+
+def plot_recovery_curve(df: pd.DataFrame, path: str | Path) -> Path:
+    "Accuracy drop vs recovery steps, a panel per model, a line per (method, level); crosses: with distillation."
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(df.model)) or ["(no recovery curve in this profile: curve_models is empty)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models) if len(df) else 6, 2.8), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        d = df[df.model == m]
+        for (meth, lv), g in d[d.kd_alpha == 0].groupby(["method", "level"], sort=False):
+            g = g.sort_values("recovery_steps"); line, = ax.plot(g.recovery_steps, g.drop_pp, marker="o", label=f"{meth}@{lv:g}")
+            kd = d[(d.kd_alpha > 0) & (d.method == meth) & (d.level == lv)]
+            ax.plot(kd.recovery_steps, kd.drop_pp, "x", ms=9, color=line.get_color())
+        ax.axhline(0, c="grey", lw=0.8, ls="--"); ax.set_title(m, fontsize=9); ax.set_xlabel("recovery steps (0: adaptive BN only)")
+    axes[0][0].set_ylabel("accuracy drop (pp)")
+    if len(df): axes[0][-1].legend(fontsize=7)
+    fig.suptitle("recovery curve: drop from the uncompressed model (x: with distillation)", y=1.03)
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig); return Path(path)

@@ -13,18 +13,30 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'STEPS', 'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'profiles_dir', 'load_profile',
-           'step_params', 'set_seed', 'get_device', 'get_logger', 'loud_warning', 'atomic_path', 'save_json',
-           'load_json', 'save_torch', 'load_torch', 'set_module', 'tensor_hash']
+__all__ = ['PROFILES', 'STEPS', 'SECTIONS', 'PARAM_TYPES', 'PARAM_RANGES', 'PARAM_REGISTRIES', 'PARAM_NULLABLE', 'package_dir',
+           'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'ProfileError', 'profiles_dir', 'profile_path',
+           'load_profile', 'step_params', 'notebook_path', 'declared_parameters', 'validate_profile', 'set_seed',
+           'get_device', 'get_logger', 'loud_warning', 'atomic_path', 'save_json', 'load_json', 'save_torch',
+           'load_torch', 'set_module', 'tensor_hash']
 
 # %% ../nbs/00_core.ipynb #bb279941
+def _is_checkout(d: Path) -> bool:
+    ini = d / "settings.ini"
+    return ini.is_file() and "lib_name = metacompress" in ini.read_text(encoding="utf-8")
+
+def package_dir() -> Path:
+    "The folder of the imported `metacompress` package (an installed one ships its profiles, manifest and quick predictor there)."
+    import importlib.util
+    return Path(importlib.util.find_spec("metacompress").origin).resolve().parent
+
 def project_root(start: str | Path | None = None) -> Path:
-    "The metacompress checkout that holds `start` (default: cwd), or `$METACOMPRESS_ROOT`."
+    """The metacompress checkout that holds `start` (default: cwd, else the checkout the package is imported from, as
+    with an editable install), or `$METACOMPRESS_ROOT`."""
     if os.environ.get("METACOMPRESS_ROOT"): return Path(os.environ["METACOMPRESS_ROOT"]).resolve()
     here = Path(start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        ini = d / "settings.ini"
-        if ini.is_file() and "lib_name = metacompress" in ini.read_text(encoding="utf-8"): return d
+        if _is_checkout(d): return d
+    if start is None and _is_checkout(package_dir().parent): return package_dir().parent
     # An installed (non-editable) package: fall back to the working directory.
     return here
 
@@ -48,21 +60,211 @@ def figures_dir(profile: str) -> Path:
 PROFILES = ("smoke", "quick", "paper")
 STEPS = {"data": "01_data", "finetune": "02_finetune", "generate": "03_generate", "compress": "04_compress",
          "extract": "05_extract", "predict": "06_predict", "evaluate": "07_evaluate", "recommend": "08_recommend"}
+SECTIONS = ("common", *STEPS.values())
 
-def profiles_dir() -> Path: return project_root() / "nbs" / "profiles"
+class ProfileError(ValueError):
+    "A profile that would run wrongly or on defaults: the message names the file, the section, the key and the fix."
 
-def load_profile(profile: str) -> dict[str, dict[str, Any]]:
-    "The whole profile: `{'common': {...}, '01_data': {...}, ...}`."
-    path = profiles_dir() / f"{profile}.yaml"
+def profiles_dir() -> Path:
+    "The checkout's `nbs/profiles/`, else the copy an installed package ships (`<package>/_nbs/profiles/`)."
+    d = project_root() / "nbs" / "profiles"
+    return d if d.is_dir() else package_dir() / "_nbs" / "profiles"
+
+def profile_path(profile: str | Path) -> Path:
+    "The YAML file of a profile name (`quick`) or a path to a `.yaml` file."
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1: return p.expanduser().resolve()
+    return profiles_dir() / f"{profile}.yaml"
+
+def _shown(path: Path) -> str:
+    "A profile file as the user knows it: relative to the checkout when inside it."
+    try: return str(Path(path).resolve().relative_to(project_root()))
+    except ValueError: return str(path)
+
+def _section_hint(name) -> str:
+    import difflib
+    by_step = {k: v for k, v in STEPS.items()}                     # `data:` instead of `01_data:`
+    if name in by_step: return f"did you mean {by_step[name]!r}? "
+    close = difflib.get_close_matches(str(name), SECTIONS, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+def load_profile(profile: str | Path) -> dict[str, dict[str, Any]]:
+    "The whole profile: `{'common': {...}, '01_data': {...}, ...}`; every section name must be `common` or a step's notebook."
+    path = profile_path(profile)
     if not path.is_file():
         known = sorted(p.stem for p in profiles_dir().glob("*.yaml"))
-        raise ValueError(f"unknown profile {profile!r}: choose one of {known} (files in {profiles_dir()})")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raise ProfileError(f"unknown profile {str(profile)!r}: choose one of {known} (files in {profiles_dir()})")
+    try: prof = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{_shown(path)}: not valid YAML ({' '.join(str(e).split())}): fix the file") from None
+    if not isinstance(prof, dict): raise ProfileError(f"{_shown(path)}: must be a mapping of sections (common, 01_data, ...), got {type(prof).__name__}")
+    for sec, body in prof.items():
+        if sec not in SECTIONS:
+            raise ProfileError(f"{_shown(path)}: section {sec!r} is not a step: {_section_hint(sec)}"
+                               f"(sections: {', '.join(SECTIONS)}); rename it in {_shown(path)}")
+        if body is not None and not isinstance(body, dict):
+            raise ProfileError(f"{_shown(path)}: section {sec!r} must be a mapping of `key: value` lines, got {body!r}; fix {_shown(path)}")
+    return {k: v or {} for k, v in prof.items()}
 
 def step_params(profile: str, notebook: str) -> dict[str, Any]:
     "Parameters papermill injects into `notebook` (e.g. '02_finetune'): common ones, then the step's own."
     prof = load_profile(profile)
     return {**prof.get("common", {}), **(prof.get(notebook) or {}), "profile": profile}
+
+# %% ../nbs/00_core.ipynb #c0a1b2d4
+def notebook_path(step: str) -> Path:
+    "The notebook of a step name (`data`) or a notebook name (`01_data`)."
+    return project_root() / "nbs" / f"{STEPS.get(step, step)}.ipynb"
+
+def declared_parameters(nb: Path) -> dict:
+    "The names and default values of a notebook's `parameters`-tagged cell (simple `name = literal` lines)."
+    import ast
+    cells = [c for c in json.loads(Path(nb).read_text(encoding="utf-8"))["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1: raise ValueError(f"{nb} must have exactly one cell tagged 'parameters' (found {len(cells)})")
+    out = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+# Keys that take more than one kind of value (beyond what the notebook default and the shipped profiles show).
+PARAM_TYPES = {"guidance": {"str", "number"}, "ray_num_cpus": {"number"}, "ray_num_gpus": {"number"}, "levels": {"str", "dict", "list"}, "models": {"str", "list"},
+               "methods": {"str", "list"}, "sources": {"str", "list"}, "pretrained": {"str", "list"}, "classes": {"str", "list"}}
+# Ranges, by key name (numbers, and the numbers inside a list): (regex, test, what it must be)
+PARAM_RANGES = [
+    (r"^(n_train|n_ideal|n_test|image_size)$", lambda v: v > 0, "> 0 (a size: 0 images leaves a split empty)"),
+    (r"^(epochs|steps|train_steps|pt_steps)$|(^|_)(batch|batch_size|folds|workers|threads|repeats|iter|n_estimators|boot|topk|candidates)$",
+     lambda v: v > 0, "> 0 (a count)"),
+    (r"(_steps|^lr_warmup)$", lambda v: v >= 0, ">= 0 (a step count; 0: none)"),
+    (r"(^n_|_n$|_images$|_batches$|_per_class$|matvecs$|_k$|^seeds?$|_seeds$|_margin$|^max_depth$)", lambda v: v >= 0, ">= 0 (a size or count)"),
+    (r"(smoothing|dropout|subsample|colsample_bytree|quantiles|_fracs?|_target|^min_test_acc$|^min_accs$|slack)$",
+     lambda v: 0 <= v <= 1, "in [0, 1] (a probability or fraction)"),
+    (r"(^|_)(lr|learning_rate|sigma_min|sigma_max|rho|halflife_kimg|ema_rampup|ratios)$", lambda v: v > 0, "> 0"),
+]
+# Names that must be in a registry: key -> (function giving the valid names, names also allowed)
+def _method_names():
+    from metacompress import compress
+    if hasattr(compress, "_load_providers"): compress._load_providers()   # quantisation schemes register themselves lazily
+    return compress.METHODS
+def _source_names():
+    from metacompress.extract import SOURCES
+    return SOURCES
+def _member_names():
+    from metacompress.cifar_zoo import MEMBERS
+    return MEMBERS
+PARAM_REGISTRIES = {"methods": (_method_names, {"all"}), "spread_methods": (_method_names, set()),
+                    "sources": (_source_names, {"all"}), "headline_source": (_source_names, set()),
+                    "pretrained": (_member_names, {"all"}), "spread_members": (_member_names, set()),
+                    "engine": (lambda: ("local", "ray"), set())}
+# Keys whose shipped values are never null although the notebook takes null (say what null means in smoke.yaml's comment)
+PARAM_NULLABLE = {"n_real", "threads"}   # threads: null keeps torch's default (DEVELOPERS.md)
+
+def _kind(v) -> str:
+    return {type(None): "null", bool: "bool", int: "int", float: "number", str: "str", list: "list", dict: "dict"}.get(type(v), type(v).__name__)
+
+_KIND_WORDS = {"null": "null", "bool": "true/false", "int": "an integer", "number": "a number", "str": "a string", "list": "a list", "dict": "a mapping"}
+
+def _smoke_comments() -> dict[tuple[str, str], str]:
+    "`{(section, key): comment}` of smoke.yaml's inline comments (they say what `null` means where a key takes it)."
+    import re
+    path, out, sec = profiles_dir() / "smoke.yaml", {}, None
+    if not path.is_file(): return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^([A-Za-z0-9_]+):", line)
+        if m: sec = m.group(1); continue
+        m = re.match(r"^\s+([A-Za-z0-9_]+):[^#]*#(.*)$", line)
+        if m and sec: out[(sec, m.group(1))] = m.group(2)
+    return out
+
+def _reference_values(exclude: Path) -> list[dict]:
+    "The other shipped profiles (their values show which kinds a key takes)."
+    refs = []
+    for p in sorted(profiles_dir().glob("*.yaml")):
+        if p.resolve() == Path(exclude).resolve(): continue
+        try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError: continue
+        if isinstance(d, dict): refs.append(d)
+    return refs
+
+def _registry(key):
+    "The valid names for `key` (None when its registry cannot be imported here)."
+    names, extra = PARAM_REGISTRIES[key]
+    try: return set(names()) | extra
+    except Exception as e:
+        warnings.warn(f"profile check: could not load the registry of `{key}` names ({type(e).__name__}: {e})"); return None
+
+def _check_value(sec: str, key: str, v, default, refs: list[dict], comments: dict) -> str | None:
+    "What is wrong with `sec.key = v` (None: nothing)."
+    import difflib, re
+    allowed = {_kind(default)} | {_kind(r[sec][key]) for r in refs if isinstance(r.get(sec), dict) and key in r[sec]} | PARAM_TYPES.get(key, set())
+    nullable = "null" in allowed or key in PARAM_NULLABLE or "null" in comments.get((sec, key), "")
+    allowed.discard("null")
+    if "number" in allowed: allowed.add("int")
+    k, words = _kind(v), " or ".join(_KIND_WORDS.get(a, a) for a in sorted(allowed - ({"int"} if "number" in allowed else set())))
+    if k == "null":
+        if not nullable: return f"must not be null: it takes {words}"
+        return None
+    if allowed and k not in allowed: return f"must be {words}, not {_KIND_WORDS.get(k, k)}"
+    nums = [v] if k in ("int", "number") else [x for x in v if _kind(x) in ("int", "number")] if k == "list" else []
+    for pat, ok, what in PARAM_RANGES:
+        if re.search(pat, key):
+            bad = [x for x in nums if not ok(x)]
+            if bad: return f"must be {what}, got {bad[0]!r}"
+            break
+    if key in PARAM_REGISTRIES and k in ("str", "list"):
+        names = _registry(key)
+        if names is not None:
+            unknown = [x for x in ([v] if k == "str" else v) if not isinstance(x, str) or x not in names]
+            if unknown:
+                close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=1)
+                return (f"has unknown name {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f"; valid: {', '.join(sorted(map(str, names)))}")
+    return None
+
+def validate_profile(profile: str | Path, steps=None) -> dict[str, dict[str, Any]]:
+    """Check a whole profile before anything runs and return it: section names (`common` or a step's notebook), every
+    key declared by its notebook's parameters cell, each value's kind and range, method / source / member names in
+    their registries. `steps` (step or notebook names; None: every step with a notebook) are about to run: their
+    sections and keys must all be there. Raises `ProfileError`: one line naming the file, section, key and fix."""
+    import difflib
+    path = profile_path(profile); shown = _shown(path)
+    prof = load_profile(profile)
+    have = [s for s in STEPS.values() if notebook_path(s).is_file()]
+    run = have if steps is None else [STEPS.get(s, s) for s in steps]
+    declared = {s: declared_parameters(notebook_path(s)) for s in have}
+    refs, comments, problems = _reference_values(path), _smoke_comments(), []
+    def add(sec, key, msg): problems.append(f"{shown}: {sec}.{key} {msg}" if key else f"{shown}: {msg}")
+    for s in run:
+        if s in have and s not in prof:
+            add(s, None, f"section {s!r} is missing, so {s}.ipynb would run on its smoke-sized defaults: add it "
+                         f"(nbs/profiles/smoke.yaml has every section)")
+    for key, v in prof.get("common", {}).items():
+        users = [s for s in have if key in declared[s]]
+        if not users:
+            close = difflib.get_close_matches(key, sorted({k for d in declared.values() for k in d}), n=1)
+            add("common", key, "is not a parameter of any step's notebook" + (f": did you mean {close[0]!r}?" if close else "")
+                + f"; remove it or fix its name in {shown}")
+        elif (why := _check_value("common", key, v, declared[users[0]][key], refs, comments)):
+            add("common", key, f"= {v!r} {why}; fix it in {shown}")
+    for s in have:
+        if s not in prof: continue
+        for key, v in prof[s].items():
+            if key == "profile": add(s, key, f"is set by the runner (the profile's name); remove it from {shown}"); continue
+            if key not in declared[s]:
+                close = difflib.get_close_matches(key, sorted(declared[s]), n=1)
+                add(s, key, f"is not a parameter of {s}.ipynb" + (f": did you mean {close[0]!r}?" if close else "")
+                    + f" (its parameters: {', '.join(k for k in declared[s] if k != 'profile')}); fix the name in {shown}")
+                continue
+            why = _check_value(s, key, v, declared[s][key], refs, comments)
+            if why: add(s, key, f"= {v!r} {why}; fix it in {shown} (smoke.yaml: `{key}: {json.dumps(declared[s][key])}`)")
+        if s in run:
+            unset = [k for k in declared[s] if k != "profile" and k not in prof[s] and k not in prof.get("common", {})]
+            if unset: add(s, unset[0], f"is not set, so {s}.ipynb would use its smoke-sized default {declared[s][unset[0]]!r}: "
+                                       f"add `{unset[0]}: ...` to section {s!r} of {shown}" + (f" ({len(unset) - 1} more unset: {', '.join(unset[1:4])}...)" if len(unset) > 1 else ""))
+    if problems:
+        more = f" ({len(problems) - 1} more problem(s): " + " | ".join(p.split(": ", 1)[1] for p in problems[1:3]) + ")" if len(problems) > 1 else ""
+        raise ProfileError(problems[0] + more)
+    return prof
 
 # %% ../nbs/00_core.ipynb #6cfedb1b
 def set_seed(seed: int) -> torch.Generator:

@@ -18,11 +18,11 @@ from .core import data_dir, get_logger, load_torch, loud_warning, project_root, 
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'ENV_CIFAR10', 'IMAGE_SUFFIXES', 'INDEX_INTO', 'DATASET_SOURCES',
-           'DataError', 'Split', 'Splits', 'normalize', 'augment_batch', 'batches', 'decode_bytes', 'check_member_name',
-           'is_os_metadata', 'tree_layout', 'read_image_tree', 'write_tiny_tree', 'read_cifar10_batches',
-           'resize_uint8', 'read_torchvision_samples', 'read_torchvision', 'read_imagenet', 'resolve_source',
-           'resolve_cifar10_source', 'source_key', 'decode_dataset', 'decode_cifar10', 'stratified_order',
-           'make_split_indices', 'channel_stats', 'build_splits', 'load_splits']
+           'DataError', 'Split', 'Splits', 'normalize', 'augment_batch', 'batches', 'png_rgb16', 'decode_bytes',
+           'check_member_name', 'is_os_metadata', 'tree_layout', 'read_image_tree', 'write_tiny_tree',
+           'read_cifar10_batches', 'resize_uint8', 'read_torchvision_samples', 'read_torchvision', 'read_imagenet',
+           'resolve_source', 'resolve_cifar10_source', 'source_key', 'cache_report', 'clean_cache', 'decode_dataset',
+           'decode_cifar10', 'stratified_order', 'make_split_indices', 'channel_stats', 'build_splits', 'load_splits']
 
 # %% ../nbs/01_data.ipynb #ca1db763
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -107,16 +107,53 @@ def batches(n: int, batch_size: int, shuffle: bool = False, generator: torch.Gen
 
 # %% ../nbs/01_data.ipynb #26b46704
 def _to_8bit(im: Image.Image) -> Image.Image:
-    "16/32-bit integer images scaled to 8 bits (PNG 16-bit: 0..65535 -> 0..255); others unchanged."
+    "16/32-bit integer images scaled to 8 bits (PNG 16-bit: 0..65535 -> 0..255, rounded); others unchanged."
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         a = np.asarray(im).astype(np.float64)
         return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
     return im
 
+def _paeth(a, b, c):
+    p = a + b - c; pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+def png_rgb16(data: bytes) -> np.ndarray | None:
+    """A 16-bit RGB / RGBA PNG (which PIL reads as 8-bit RGB by dropping the low byte: 16383 -> 63) decoded here and
+    scaled by rounding (16383 -> 64): uint8 (H, W, 3). None for any other file (PIL reads those right)."""
+    import struct, zlib
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR": return None
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if depth != 16 or ctype not in (2, 6): return None
+    if interlace: raise DataError("interlaced 16-bit PNGs are not supported: save the image without interlacing")
+    idat, pos = [], 8
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT": idat.append(data[pos + 8:pos + 8 + n])
+        pos += 12 + n
+    ch = 3 if ctype == 2 else 4; bpp = 2 * ch; stride = w * bpp
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, stride + 1)
+    out, prev = np.zeros((h, stride), np.uint8), np.zeros(stride, np.int64)
+    for y in range(h):
+        f, row = raw[y, 0], raw[y, 1:].astype(np.int64)
+        if f == 0: cur = row
+        elif f == 2: cur = (row + prev) & 255
+        elif f == 1: cur = np.cumsum(row.reshape(w, bpp), axis=0, dtype=np.int64).reshape(-1) & 255
+        elif f in (3, 4):
+            cur = np.zeros(stride, np.int64)
+            for x in range(0, stride, bpp):
+                a = cur[x - bpp:x] if x else np.zeros(bpp, np.int64)
+                b = prev[x:x + bpp]; c = prev[x - bpp:x] if x else np.zeros(bpp, np.int64)
+                cur[x:x + bpp] = (row[x:x + bpp] + ((a + b) // 2 if f == 3 else _paeth(a, b, c))) & 255
+        else: raise DataError(f"corrupt PNG: unknown row filter {f}")
+        out[y], prev = cur, cur
+    v = out.reshape(h, w, ch, 2).astype(np.uint16); v = (v[..., 0] << 8) | v[..., 1]       # big-endian samples
+    return np.clip(np.rint(v[..., :3] / 257.0), 0, 255).astype(np.uint8)
+
 def decode_bytes(data: bytes, name: str, image_size: int | None = None) -> torch.Tensor:
     "Decode one image to uint8 (3,H,W); with `image_size`, resize the short side and centre-crop (ImageNet style)."
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        rgb16 = png_rgb16(data)
+        with (Image.fromarray(rgb16, "RGB") if rgb16 is not None else Image.open(io.BytesIO(data))) as im:
             im = _to_8bit(im).convert("RGB")
             if image_size is not None and im.size != (image_size, image_size):
                 w, h = im.size; k = image_size / min(w, h)
@@ -359,19 +396,48 @@ def resolve_cifar10_source() -> tuple[str, Path | str]:
     "CIFAR-10's source: `$METACOMPRESS_CIFAR10`, else `data/raw/cifar-10-batches-py`, else torchvision's download."
     return resolve_source("cifar10", f"env:{ENV_CIFAR10}")
 
+def _file_digest(f: Path, edge: int = 1 << 16) -> str:
+    "Content digest of one file: all of it up to 2 x `edge` bytes (every CIFAR-10 PNG), else its size, first and last `edge` bytes."
+    n = f.stat().st_size
+    with open(f, "rb") as fh:
+        if n <= 2 * edge: body = fh.read()
+        else: body = fh.read(edge); fh.seek(n - edge); body += fh.read(edge)
+    return hashlib.blake2b(body + str(n).encode(), digest_size=12).hexdigest()
+
 def source_key(kind: str, where, image_size: int | None) -> str:
-    "Content key of a source: path, size, mtime and a hash of its listing (so a replaced file is noticed)."
+    """Content key of a source, so a replaced file is a new key: a zip's entry names, sizes and CRCs; a folder's
+    relative names with a digest of each file's content (`_file_digest`; no mtimes: a copy or `touch` keeps the key)."""
     h = hashlib.sha256(f"{kind}|{where}|{image_size}".encode())
     p = Path(where) if kind != "torchvision" and kind != "download" else None
     if p is not None and p.is_file():
-        st = p.stat(); h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+        st = p.stat(); h.update(f"|{st.st_size}".encode())
         if zipfile.is_zipfile(p):
             with zipfile.ZipFile(p) as z:
                 for i in z.infolist(): h.update(f"{i.filename}|{i.file_size}|{i.CRC}\n".encode())
+        else: h.update(_file_digest(p).encode())
     elif p is not None:
         for f in sorted(p.rglob("*")):
-            if f.is_file(): st = f.stat(); h.update(f"{f.relative_to(p).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            if f.is_file(): h.update(f"{f.relative_to(p).as_posix()}|{_file_digest(f)}\n".encode())
     return h.hexdigest()[:12]
+
+def cache_report(keep: Path | None = None) -> tuple[list[Path], int]:
+    "`(stale caches, their bytes)`: files in `data/cache/` that no split file in `data/splits/` uses (`keep` is never stale)."
+    caches = sorted((data_dir() / "cache").glob("*.pt"))
+    used = {Path(keep).name} if keep else set()
+    for s in (data_dir() / "splits").glob("*.pt"):
+        try: used.add(load_torch(s, "split file").get("cache"))
+        except Exception: continue
+    stale = [c for c in caches if c.name not in used]
+    return stale, sum(c.stat().st_size for c in stale)
+
+def clean_cache(dry_run: bool = False) -> list[Path]:
+    "`make clean-cache`: delete the stale caches of `cache_report` and say how much that frees."
+    stale, size = cache_report()
+    for c in stale:
+        print(f"{'would delete' if dry_run else 'deleting'} {c} ({c.stat().st_size / 2**20:,.0f} MB)")
+        if not dry_run: c.unlink()
+    print(f"clean-cache: {len(stale)} stale cache file(s), {size / 2**20:,.0f} MB {'to free' if dry_run else 'freed'} in {data_dir() / 'cache'}")
+    return stale
 
 def _download_cifar10() -> dict:
     import torchvision
@@ -474,6 +540,9 @@ def build_splits(profile: str, n_train: int | None, n_ideal: int, n_test: int | 
     save_torch({"indices": ix, "index_into": dict(INDEX_INTO), "data_hash": d["data_hash"], "splits_hash": _splits_hash(d["data_hash"], ix),
                 "cache": cache.name, "classes": tuple(d["classes"]), "mean": mean, "std": std, "settings": settings,
                 "provenance": provenance}, path)
+    stale, size = cache_report(keep=cache)
+    if stale: loud_warning(f"data/cache holds {len(stale)} cache file(s) ({size / 2**20:,.0f} MB) that no split file uses "
+                           f"(e.g. {stale[0].name}, from an earlier version of a source): `make clean-cache` deletes them")
     return path
 
 def load_splits(profile: str) -> Splits:

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (atomic_path, figures_dir, get_logger, load_torch, profile_dir, save_torch, set_seed,
+from .core import (atomic_path, figures_dir, get_logger, load_torch, profile_dir, save_json, save_torch, set_seed,
                                tensor_hash)
 from .data import Split, augment_batch, load_splits
 from .grid import cell_id, fingerprint, run_grid
@@ -24,12 +24,13 @@ log = get_logger("metacompress.extract")
 
 # %% auto #0
 __all__ = ['log', 'SOURCES', 'BEHAVIOUR', 'BASE_BEHAVIOUR', 'FEATURES', 'CATEGORICAL', 'KEYS', 'TARGETS', 'TIMES', 'COLUMNS',
-           'METHOD_TRAITS', 'FAMILY_GRANULARITY', 'CACHE_VERSION', 'feature_columns', 'target_columns',
+           'METHOD_TRAITS', 'FAMILY_GRANULARITY', 'CACHE_VERSION', 'PUBLISHED', 'feature_columns', 'target_columns',
            'expected_calibration_error', 'predictive_entropy', 'agreement', 'behaviour', 'relative_change',
            'weight_features', 'has_residual', 'arch_features', 'compression_features', 'gradient_features', 'synflow',
            'FeatureSettings', 'curvature_features', 'logits_of', 'cell_features', 'strong_augment', 'draw_sources',
            'zoo_member', 'zoo_name', 'extract_cell', 'check_schema', 'save_metadata', 'grid_keys', 'timing_table',
-           'write_seed_spread', 'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures']
+           'write_seed_spread', 'extract_budget_record', 'run_extract', 'compression_table',
+           'plot_feature_correlations', 'write_figures', 'literature_table']
 
 # %% ../nbs/05_extract.ipynb #5e5d7d13
 SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
@@ -94,7 +95,7 @@ _F = [  # (name, group, formula, source_dependent, dtype)
 ]
 FEATURES = pd.DataFrame(_F, columns=["name", "group", "formula", "source_dependent", "dtype"])
 CATEGORICAL = tuple(FEATURES.name[FEATURES.dtype == "str"])
-KEYS = ["cell_id", "model", "method", "level", "seed", "source", "applicable", "reason"]
+KEYS = ["cell_id", "model", "method", "level", "seed", "source", "source_n", "applicable", "reason"]   # source_n: images of that eval source
 TARGETS = ["y_test_acc", "y_test_loss", "y_base_test_acc", "y_base_test_loss", "y_test_acc_drop", "y_test_loss_drop",
            "y_test_n", "y_test_acc_se"]
 TIMES = ["t_compress", "t_recovery", "t_features", "t_curvature", "t_test"]
@@ -297,12 +298,19 @@ def curvature_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Fe
     return out, setup
 
 # %% ../nbs/05_extract.ipynb #4bfc7a9c
-@torch.no_grad()
 def logits_of(model: nn.Module, split: Split, batch_size: int = 256) -> torch.Tensor:
-    "Logits (float32, CPU) of `model` in eval mode on every image of `split` (`Split.inputs()` input)."
-    model.eval()
-    return torch.cat([model(split.inputs(torch.arange(i, min(i + batch_size, len(split))))).float()
-                      for i in range(0, len(split), batch_size)]) if len(split) else torch.empty(0)
+    """Logits (float32, CPU) of `model` in eval mode on every image of `split` (`Split.inputs()` input), under
+    `torch.inference_mode` in channels-last memory layout (`make bench-eval`: faster on the zoo's members on a CPU).
+    The layout changes outside inference mode, so the model's parameters stay ordinary tensors (gradient features
+    train on it next) and it is handed back in the default layout."""
+    if not len(split): return torch.empty(0)
+    model.eval().to(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            out = torch.cat([model(split.inputs(torch.arange(i, min(i + batch_size, len(split)))).contiguous(memory_format=torch.channels_last)).float()
+                             for i in range(0, len(split), batch_size)])
+        return out.clone()   # outside inference mode: an ordinary tensor
+    finally: model.to(memory_format=torch.contiguous_format)
 
 def _source_key(source: Split) -> str: return tensor_hash(source.x, source.y)
 
@@ -364,28 +372,28 @@ def strong_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 def draw_sources(splits, generated: dict | None, n: int, names=SOURCES, seed: int = 0) -> dict[str, Split | None]:
-    "`{source: Split | None}` with `n` images each, drawn once with `seed` (`none`: None)."
+    """`{source: Split | None}` with `n` images each, drawn once with `seed` (`none`: None), each source from its own
+    generator; `augmented` is the `train` draw under `strong_augment`."""
     unknown = set(names) - set(SOURCES)
     if unknown: raise ValueError(f"unknown eval sources {sorted(unknown)}: valid: {list(SOURCES)}")
-    g = torch.Generator().manual_seed(seed)
     mk = lambda x, y: Split(x, y, splits.ideal.mean, splits.ideal.std)
     pools = {"ideal": splits.ideal, "train": splits.train}
     if "diffusion" in names:
         if generated is None: raise FileNotFoundError("the diffusion source needs the generated images: run `make generate PROFILE=...`")
         pools["diffusion"] = mk(generated["images"], generated["labels"])
     out = {}
-    for name in SOURCES:                               # one generator in a fixed order: a profile's draws are reproducible
+    for i, name in enumerate(SOURCES):   # an independent generator per source: one source's size never changes another's images
         if name == "none": out[name] = None; continue
         if name not in pools and name not in names: continue   # an eval source this run does not use (diffusion)
         pool = pools["train" if name == "augmented" else name]
         if len(pool) < n: raise ValueError(f"eval source {name!r} has {len(pool)} images, fewer than source_n={n}: lower source_n or make more")
-        idx = torch.randperm(len(pool), generator=g)[:n]
+        idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(1000 * seed + i))[:n]
         out[name] = pool.subset(idx)
     out["augmented"] = mk(strong_augment(out["train"].x, torch.Generator().manual_seed(seed + 1)), out["train"].y)
     return {k: out[k] for k in names}
 
 # %% ../nbs/05_extract.ipynb #a6700fed
-CACHE_VERSION = 1   # bump when a feature's code changes: every cell is then recomputed
+CACHE_VERSION = 2   # bump when a feature's code changes: every cell is then recomputed
 _PROC: dict = {}    # per-process: splits, zoo models, base caches
 
 def zoo_member(profile: str, name: str):
@@ -440,12 +448,12 @@ def _not_applicable_rows(key, reason, arch, sources) -> list[dict]:
     m = get_method(key["method"])
     rep = {"method": key["method"], "family": m.family, "level": key["level"]}
     f = {n: float("nan") for n in FEATURES.name} | arch | compression_features(rep)
-    return [{**_keys(key, src, False, reason), **f, **{t: float("nan") for t in TARGETS + TIMES}, "curvature_setup": "none"}
-            for src in sources]
+    return [{**_keys(key, src, False, reason, n), **f, **{t: float("nan") for t in TARGETS + TIMES}, "curvature_setup": "none"}
+            for src, n in sources.items()]
 
-def _keys(key, source, applicable, reason) -> dict:
+def _keys(key, source, applicable, reason, source_n: int) -> dict:
     return {"cell_id": cell_id(key), "model": key["model"], "method": key["method"], "level": float(key["level"]),
-            "seed": int(key["seed"]), "source": source, "applicable": applicable, "reason": reason}
+            "seed": int(key["seed"]), "source": source, "source_n": int(source_n), "applicable": applicable, "reason": reason}
 
 def extract_cell(key: dict, common: dict) -> dict:
     "One grid cell: compress, recover, features on every source, targets on the test split -> {'rows', 'report'}."
@@ -463,7 +471,7 @@ def extract_cell(key: dict, common: dict) -> dict:
         model, rep = compress(base, key["method"], key["level"], train, budget, base=btest["accounting"], name=name)
     except NotApplicable as e:
         if "arch" not in fcache: fcache["arch"] = arch_features(base, meta)
-        return {"rows": _not_applicable_rows(key, str(e), fcache["arch"], list(sources)),
+        return {"rows": _not_applicable_rows(key, str(e), fcache["arch"], {s: len(v) if v is not None else 0 for s, v in sources.items()}),
                 "report": {"model": name, "method": key["method"], "level": key["level"], "applicable": False, "reason": str(e)}}
     rep.pop("int8_model", None)
     t0 = time.perf_counter(); lg = logits_of(model, test, 256); t_test = time.perf_counter() - t0
@@ -478,7 +486,7 @@ def extract_cell(key: dict, common: dict) -> dict:
         f = cell_features(model, base, split, report=rep, meta=meta, settings=common["settings"], base_cache=fcache,
                           model_cache=mc, seed=int(key["seed"]))
         t_all = time.perf_counter() - t0; t_curv = f.pop("_t_curvature", 0.0)
-        rows.append({**_keys(key, src, True, ""), **{c: f[c] for c in FEATURES.name}, **y,
+        rows.append({**_keys(key, src, True, "", len(split) if split is not None else 0), **{c: f[c] for c in FEATURES.name}, **y,
                      "t_compress": float(rep["seconds_compress"]), "t_recovery": float(rep["seconds_recovery"]),
                      "t_features": t_all - t_curv, "t_curvature": t_curv, "t_test": t_test,
                      "curvature_setup": f["curvature_setup"]})
@@ -498,7 +506,7 @@ def check_schema(df: pd.DataFrame) -> pd.DataFrame:
     for c in num:
         try: df[c] = df[c].astype("float64")
         except (TypeError, ValueError) as e: raise ValueError(f"metadata schema: column {c} is not numeric ({e})") from e
-    df["seed"] = df.seed.astype("int64"); df["applicable"] = df.applicable.astype(bool)
+    df["seed"] = df.seed.astype("int64"); df["source_n"] = df.source_n.astype("int64"); df["applicable"] = df.applicable.astype(bool)
     bad_src = set(df.source) - set(SOURCES)
     if bad_src: raise ValueError(f"metadata schema: unknown sources {sorted(bad_src)}; valid: {list(SOURCES)}")
     dup = df.duplicated(["cell_id", "source"])
@@ -557,6 +565,16 @@ def write_seed_spread(rows: pd.DataFrame, spread_keys: list[dict], path: str | P
                .sort_values(["model", "method", "level", "seed"], ignore_index=True))
     with atomic_path(path) as tmp: out.to_csv(tmp, index=False, float_format="%.4f")
     return out
+
+def extract_budget_record(budget, settings: FeatureSettings, source_n: int) -> dict:
+    """What a cell spent, in `metacompress-recommend`'s key names: every `Budget` field, the feature settings, and
+    `source_n`. 06_predict copies it into the predictor file, so the recommender ranks a user's candidates under the
+    same budget as the cells the predictor learned from."""
+    b = {k: v for k, v in asdict(budget).items() if k not in ("seed", "device")}
+    f = {"feature_batch": settings.batch_size, "grad_n": settings.grad_n, "curvature_n": settings.curvature_n,
+         "lanczos_k": settings.lanczos_k, "lanczos_iter": settings.lanczos_iter, "trace_matvecs": settings.trace_matvecs,
+         "proxies": settings.proxies}
+    return {**b, **f, "source_n": int(source_n)}
 
 def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
                 source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
@@ -617,6 +635,10 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     save_metadata(df, figs / "metadata.parquet")
     write_figures(df, [r["report"] for i, r in res.items() if i not in spread_ids], figs)
     write_seed_spread(rows, spread_keys, figs / "extract_seed_spread.csv")
+    lit = literature_table(df, budget)
+    with atomic_path(figs / "literature.csv") as tmp: lit.to_csv(tmp, index=False, float_format="%.2f")
+    save_json({"extract_budget": extract_budget_record(budget, settings, source_n), "test_n": len(test),
+               "models": sorted(zoo), "cells": len(keys)}, figs / "extract_settings.json")
     log.info(f"extract: {len(res)} cells in {wall:.0f}s wall ({df[df.applicable].cell_id.nunique()} applicable)")
     return df
 
@@ -659,3 +681,30 @@ def write_figures(df: pd.DataFrame, reports: list[dict], figs: Path) -> None:
     t = timing_table(df)
     with atomic_path(figs / "extract_timing.csv") as tmp: t.to_csv(tmp, index=False)
     if df.applicable.any(): plot_feature_correlations(df, figs / "feature_correlations.png")
+
+# %% ../nbs/05_extract.ipynb #7ce34f7e
+# Published accuracy drops (pp; negative = the compressed model was better) for a few (method, level) points, each with
+# the paper's network, setting and recovery budget. These are the papers' numbers, copied from their tables; the
+# project's own drop beside them comes from the meta-dataset (`literature_table`).
+PUBLISHED = [  # (method, level, our model, published network, setting, published drop pp, their recovery, source)
+    ("l1_filter", 0.1, "resnet56_lossland", "ResNet-56 (CIFAR-10)", "pruned-A: FLOPs -10.4 %", -0.06, "40 epochs retraining", "Li et al. 2017, Table 1 (93.04 -> 93.10)"),
+    ("l1_filter", 0.2, "resnet56_lossland", "ResNet-56 (CIFAR-10)", "pruned-B: FLOPs -27.6 %", -0.02, "40 epochs retraining", "Li et al. 2017, Table 1 (93.04 -> 93.06)"),
+    ("slim", 0.4, "resnet56_lossland", "ResNet-164 (CIFAR-10)", "40 % of channels", -0.15, "160 epochs sparsity training + 160 fine-tuning", "Liu et al. 2017, Table 1 (94.58 -> 94.73)"),
+    ("global_magnitude", 0.85, "resnet20_akamaster", "AlexNet (ImageNet)", "89 % of weights (9x)", -0.01, "iterative prune + retrain", "Han et al. 2015, Table 1 (top-1 error 42.78 -> 42.77)"),
+    ("ptq_minmax", 8, "resnet20_akamaster", "ImageNet CNNs", "8-bit per-channel weights, 8-bit activations", float("nan"), "none (calibration only)", "Krishnamoorthi 2018: 8-bit post-training quantisation ~lossless"),
+    ("lsq", 4, "resnet20_akamaster", "ResNet-18 (ImageNet)", "4-bit weights and activations", -0.6, "90 epochs QAT", "Esser et al. 2020, Table 1 (70.5 -> 71.1)"),
+    ("lsq", 3, "resnet20_akamaster", "ResNet-18 (ImageNet)", "3-bit weights and activations", 0.3, "90 epochs QAT", "Esser et al. 2020, Table 1 (70.5 -> 70.2)"),
+]
+
+def literature_table(df: pd.DataFrame, budget=None) -> pd.DataFrame:
+    "`PUBLISHED` beside this project's drop at the same (method, level) on its model (ideal-source rows of the meta-dataset; NaN: not in this grid)."
+    ok = df[df.applicable & (df.source == df.source.iloc[0])] if len(df) else df
+    rows = []
+    for meth, lv, model, net, setting, pub, theirs, src in PUBLISHED:
+        hit = ok[(ok.method == meth) & (ok.level == float(lv)) & (ok.model == model)] if len(ok) else ok
+        ours = float(100 * hit.y_test_acc_drop.iloc[0]) if len(hit) else float("nan")
+        rows.append({"method": meth, "level": lv, "our_model": model, "our_drop_pp": ours,
+                     "our_recovery": f"{budget.recovery_steps} steps x {budget.batch_size} images + adaptive BN ({budget.bn_images} images)" if budget else "",
+                     "published_network": net, "published_setting": setting, "published_drop_pp": pub,
+                     "published_recovery": theirs, "source": src})
+    return pd.DataFrame(rows)

@@ -21,9 +21,10 @@ from . import cifar_zoo
 
 # %% auto #0
 __all__ = ['TV_FAMILIES', 'FINETUNE_SETTINGS', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear',
-           'replace_head', 'adapt_stem', 'build_model', 'model_stats', 'train_model', 'evaluate', 'toy_split',
-           'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model', 'load_zoo_model', 'load_zoo',
-           'build_zoo_member', 'member_recipe', 'finetune_member', 'finetune_zoo', 'zoo_seed_spread']
+           'replace_head', 'adapt_stem', 'build_model', 'model_stats', 'distillation_loss', 'teacher_logits',
+           'train_model', 'evaluate', 'toy_split', 'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths',
+           'save_zoo_model', 'load_zoo_model', 'load_zoo', 'new_label_set', 'build_zoo_member', 'transfer_settings',
+           'member_recipe', 'finetune_member', 'finetune_zoo', 'zoo_seed_spread']
 
 # %% ../nbs/02_finetune.ipynb #52dd4ad8
 def classification_archs() -> list[str]:
@@ -105,21 +106,35 @@ def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> t
     raise ValueError(f"unknown optimizer {name!r}: use 'sgd' or 'adamw'")
 
 def _schedule(opt: torch.optim.Optimizer, name: str, lr: float, total: int):
-    if name == "onecycle": return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 1), pct_start=0.25)
+    if name == "onecycle":   # torch's OneCycleLR divides by zero at exactly 4 steps (a warm-up phase of 0 steps): a half-cosine instead
+        if total == 4: return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / 4)))
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
     if name == "cosine":
         warm = max(1, total // 20)
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
     if name == "constant": return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     raise ValueError(f"unknown schedule {name!r}: use 'onecycle', 'cosine' or 'constant'")
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+    "T² · KL(softmax(teacher/T) || softmax(student/T)), batch mean (Hinton et al. 2015, Sec. 2)."
+    return F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher / T, 1), log_target=True, reduction="batchmean") * T * T
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    "The frozen teacher's logits on batch `x` (eval mode, on x's device)."
+    return teacher.to(x.device).eval()(x)
+
 def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps: int | None = None, batch_size: int = 128,
                 lr: float = 0.05, optimizer: str = "sgd", schedule: str = "onecycle", weight_decay: float = 5e-4,
                 label_smoothing: float = 0.1, augment: bool = True, seed: int = 0, device=None, progress: bool = True,
                 desc: str | None = None, extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-                channels_last: bool = False, bn_eval: bool = False) -> dict:
+                channels_last: bool = False, bn_eval: bool = False, teacher: nn.Module | None = None,
+                kd_alpha: float = 0.5, kd_temperature: float = 4.0) -> dict:
     """Train `model` in place on a uint8 `split` (input: `split`'s normalisation, as `Split.inputs`); returns
     {'steps', 'loss', 'train_acc', 'seconds', 'images_per_s'}. `channels_last`: NHWC memory layout while training
-    (faster for some architectures on a CPU); the model is handed back in the default layout."""
+    (faster for some architectures on a CPU); the model is handed back in the default layout. `teacher`: knowledge
+    distillation (Hinton et al. 2015, eq. 2): loss = (1 - kd_alpha) CE(labels) + kd_alpha T² KL(p_teacher^T || p^T),
+    T = `kd_temperature` (the T² keeps the soft term's gradient scale independent of T)."""
     device = get_device(device or "auto"); model.to(device).train()
     # bn_eval: a short fine-tune of a trained model keeps BatchNorm's running statistics (a few noisy batches would move
     # them) while still normalising each batch by its own statistics (a deep plain network diverges without that):
@@ -142,6 +157,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
             x, y = normalize(x.to(device), split.mean, split.std).contiguous(memory_format=fmt), split.y[idx].to(device)
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+            if teacher is not None: loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(out, teacher_logits(teacher, x), kd_temperature)
             if extra_loss is not None: loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
             step += 1; seen += len(y); correct += (out.argmax(1) == y).sum().item()
@@ -237,11 +253,19 @@ def load_zoo(profile: str, archs: list[str] | None = None) -> dict[str, tuple[nn
     return {a: load_zoo_model(profile, a) for a in archs}
 
 # %% ../nbs/02_finetune.ipynb #a9499195
+def new_label_set(splits) -> bool:
+    "True when the splits' classes are not CIFAR-10's (in its order): the pretrained members' heads then mean nothing for them."
+    from metacompress.data import CIFAR10_CLASSES
+    return tuple(splits.classes) != tuple(CIFAR10_CLASSES)
+
 def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str = "imagenet") -> tuple[nn.Module, str]:
-    "(model taking the splits' standard input, weights_source) for a pretrained member or a torchvision architecture."
+    """(model taking the splits' standard input, weights_source) for a pretrained member or a torchvision architecture.
+    A pretrained member gets a fresh head whenever the splits' classes are not CIFAR-10's, also with ten of them."""
     if is_pretrained(name):
         model = cifar_zoo.load_member(name, splits.mean if hasattr(splits, "mean") else splits.train.mean,
                                       splits.std if hasattr(splits, "std") else splits.train.std, num_classes=len(splits.classes))
+        if new_label_set(splits) and len(splits.classes) == cifar_zoo.get_member(name).num_classes:
+            replace_head(model.net, len(splits.classes))      # same count, other classes (load_member replaces it when the count differs)
         size = getattr(splits, "image_size", 32)
         try:  # some members (LeNet's fixed 400-wide classifier) only take the resolution they were built for
             with torch.no_grad(): model(torch.zeros(1, 3, size, size))
@@ -254,14 +278,23 @@ def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str 
 # the settings `finetune_member` reads (`common['settings']`), with finetune_zoo's defaults
 FINETUNE_SETTINGS = dict(weights="imagenet", stem="imagenet", epochs=1, batch_size=128, lr=0.05, optimizer="sgd", schedule="onecycle",
                          label_smoothing=0.1, seed=0, device="auto", pt_steps=50, pt_batch_size=64, pt_lr=0.001, pt_optimizer="sgd",
-                         pt_schedule="cosine", pt_label_smoothing=0.0, pt_bn_eval=True, channels_last="auto", progress=True)
+                         pt_schedule="cosine", pt_label_smoothing=0.0, pt_bn_eval=True, channels_last="auto", progress=True,
+                         transfer_steps=None, transfer_lr=None)
+# transfer_*: the recipe of a pretrained member on a new label set (fresh head, BatchNorm statistics adapt):
+# transfer_steps steps of pt_batch_size (None: 10 x pt_steps), peak lr transfer_lr (None: 10 x pt_lr)
+
+def transfer_settings(s: dict, splits) -> dict | None:
+    "The transfer recipe {'steps', 'lr', 'bn_eval'} when the splits hold a new label set, else None (the CIFAR-10 touch-up)."
+    if not new_label_set(splits): return None
+    return {"steps": int(s.get("transfer_steps") or 10 * s["pt_steps"]), "lr": float(s.get("transfer_lr") or 10 * s["pt_lr"]), "bn_eval": False}
 
 def member_recipe(name: str, s: dict, splits) -> dict:
     "Everything that defines how zoo member `name` is trained from settings `s` (its hash is the resume key)."
     if is_pretrained(name):
         return {"kind": "pretrained", "weights": cifar_zoo.weights_source(name), "steps": s["pt_steps"], "batch_size": s["pt_batch_size"],
                 "lr": s["pt_lr"], "optimizer": s["pt_optimizer"], "schedule": s["pt_schedule"], "label_smoothing": s["pt_label_smoothing"],
-                "bn_eval": s["pt_bn_eval"], "seed": s["seed"], "data_hash": splits.data_hash}
+                "bn_eval": s["pt_bn_eval"], "seed": s["seed"], "data_hash": splits.data_hash,
+                **({"transfer": tr} if (tr := transfer_settings(s, splits)) else {})}   # (CIFAR-10 recipes keep their hash)
     return {"kind": "torchvision", "weights": s["weights"], "stem": s["stem"], "epochs": s["epochs"], "batch_size": s["batch_size"],
             "lr": s["lr"], "optimizer": s["optimizer"], "schedule": s["schedule"], "label_smoothing": s["label_smoothing"],
             "seed": s["seed"], "data_hash": splits.data_hash, "num_classes": len(splits.classes), "image_size": _image_size(splits)}
@@ -280,9 +313,10 @@ def finetune_member(key: dict, common: dict) -> dict:
     model, source = build_zoo_member(name, splits, weights=s["weights"], stem=s["stem"])
     before = evaluate(model, splits.test, device=device, channels_last=cl)["acc"] if pre else None
     if pre:
-        hist = train_model(model, splits.train, max_steps=s["pt_steps"], batch_size=s["pt_batch_size"], lr=s["pt_lr"],
+        tr = transfer_settings(s, splits) or {"steps": s["pt_steps"], "lr": s["pt_lr"], "bn_eval": s["pt_bn_eval"]}
+        hist = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
                            optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
-                           seed=s["seed"], device=device, desc=name, progress=s["progress"], channels_last=cl, bn_eval=s["pt_bn_eval"])
+                           seed=s["seed"], device=device, desc=name, progress=s["progress"], channels_last=cl, bn_eval=tr["bn_eval"])
     else:
         hist = train_model(model, splits.train, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
                            schedule=s["schedule"], label_smoothing=s["label_smoothing"], seed=s["seed"], device=device, desc=name,

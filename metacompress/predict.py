@@ -18,16 +18,19 @@ from .core import atomic_path, data_dir, figures_dir, get_logger, profile_dir, s
 log = get_logger()
 
 # %% auto #0
-__all__ = ['log', 'SOURCES', 'KEYS', 'SPLITS', 'CATEGORICAL', 'TARGETS', 'PREDICTORS', 'feature_columns', 'check_metadata',
-           'metadata_path', 'load_metadata', 'make_synthetic_metadata', 'FeatureSchema', 'target_values', 'to_accuracy',
-           'xgb_model', 'fit_models', 'cell_table', 'split_groups', 'group_folds', 'tune', 'Predictor',
-           'train_predictor', 'save_predictor', 'load_predictor', 'linear_baseline', 'cross_validate',
-           'score_predictions', 'mae_per_method']
+__all__ = ['log', 'SOURCES', 'KEYS', 'SPLITS', 'STRICT_FAMILIES', 'CATEGORICAL', 'TARGETS', 'PREDICTORS', 'feature_columns',
+           'check_metadata', 'metadata_path', 'load_metadata', 'make_synthetic_metadata', 'FeatureSchema',
+           'target_values', 'to_accuracy', 'xgb_model', 'fit_models', 'cell_table', 'split_groups', 'group_folds',
+           'inner_splits', 'tune', 'conformal_offset', 'Predictor', 'train_predictor', 'save_predictor',
+           'load_predictor', 'linear_baseline', 'calibrated_proxy', 'cross_validate', 'covered', 'score_predictions',
+           'mae_per_method']
 
-# %% ../nbs/06_predict.ipynb #92ac59ad
+# %% ../nbs/06_predict.ipynb #054e022c
 SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
 KEYS = ("cell_id", "model", "method", "level", "seed", "source", "applicable", "reason")
-SPLITS = ("random", "arch_split", "compr_split")
+SPLITS = ("random", "arch_split", "compr_split", "arch_family_strict", "compr_family")
+# arch_family_strict: families that share a source or near-identical widths leave together (see "Grouped folds")
+STRICT_FAMILIES = {"resnet": "resnet_like", "preact_resnet": "resnet_like", "plain_cnn": "resnet_like"}
 CATEGORICAL = ("f_family", "f_method", "f_method_family", "f_granularity", "f_criterion")
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
@@ -191,26 +194,33 @@ def fit_models(train: pd.DataFrame, target: str, params: dict, *, seed: int = 0,
     q = xgb_model(params, seed, quantiles, threads).fit(X, y) if quantiles is not None else None
     return schema, mean, q
 
-# %% ../nbs/06_predict.ipynb #dfb5c924
+# %% ../nbs/06_predict.ipynb #8970b956
 def cell_table(df: pd.DataFrame) -> pd.DataFrame:
     "One row per applicable cell with its key columns and family."
     d = df[df["applicable"].astype(bool)]
-    cols = ["cell_id", "model", "method", "level", "seed"] + (["f_family"] if "f_family" in d.columns else [])
+    cols = ["cell_id", "model", "method", "level", "seed"] + [c for c in ("f_family", "f_method_family") if c in d.columns]
     return d.drop_duplicates("cell_id")[cols].reset_index(drop=True)
 
 def split_groups(cells: pd.DataFrame, kind: str) -> pd.Series:
+    "The group of each cell under split `kind` (cells of one group always fall on the same side)."
+    fam = (cells["f_family"].fillna(cells["model"]) if "f_family" in cells else cells["model"]).astype(str)
     if kind == "random": return cells["cell_id"]
-    if kind == "arch_split": return cells["f_family"].fillna(cells["model"]) if "f_family" in cells else cells["model"]
+    if kind == "arch_split": return fam
+    if kind == "arch_family_strict": return fam.map(lambda f: STRICT_FAMILIES.get(f, f))
     if kind == "compr_split": return cells["method"]
+    if kind == "compr_family":
+        mf = cells["f_method_family"].fillna(cells["method"]).astype(str) if "f_method_family" in cells else cells["method"]
+        return mf.where(cells["method"] != "none", "none")          # the uncompressed cells: never held out
     raise ValueError(f"unknown split {kind!r}: choose one of {SPLITS}")
 
-def group_folds(df: pd.DataFrame, kind: str, k: int = 5, seed: int = 0) -> list[tuple[str, list[str], list[str]]]:
+def group_folds(df: pd.DataFrame, kind: str, k: int = 5, seed: int = 0, chunks: bool = False) -> list[tuple[str, list[str], list[str]]]:
+    "Folds `(name, train_cells, test_cells)`: grouped k-fold (`random`, or any kind with `chunks`), else leave one group out."
     cells = cell_table(df)
     groups = split_groups(cells, kind)
-    held = sorted(g for g in groups.unique() if not (kind == "compr_split" and g == "none"))
+    held = sorted(g for g in groups.unique() if not (kind.startswith("compr") and g == "none"))
     if len(held) < 2 or (kind != "random" and groups.nunique() < 2):
         log.info(f"{kind}: only {len(held)} group(s) to hold out - split skipped"); return []
-    if kind == "random":
+    if kind == "random" or chunks:
         rng = np.random.default_rng(seed)
         order = rng.permutation(np.array(held, dtype=object))
         chunks = [list(c) for c in np.array_split(order, min(k, len(held)))]
@@ -223,16 +233,24 @@ def group_folds(df: pd.DataFrame, kind: str, k: int = 5, seed: int = 0) -> list[
         out.append((str(name), sorted(cells.cell_id[~test]), sorted(cells.cell_id[test])))
     return out
 
-# %% ../nbs/06_predict.ipynb #59688996
+# %% ../nbs/06_predict.ipynb #dc9f5201
 def _mae(a, b) -> float:
     m = np.isfinite(a) & np.isfinite(b)
     return float(np.mean(np.abs(np.asarray(a)[m] - np.asarray(b)[m]))) if m.any() else float("nan")
 
+def inner_splits(train: pd.DataFrame, kind: str = "random", inner_folds: int = 3, seed: int = 0):
+    "Inner folds of a training fold, grouped like the outer split `kind` (random by cell when it has < 2 groups left)."
+    inner = group_folds(train, kind, k=inner_folds, seed=seed, chunks=True) if kind != "random" else []
+    if not inner:
+        if kind != "random": log.info(f"{kind}: fewer than two groups inside the training fold - inner folds by cell")
+        inner = group_folds(train, "random", k=inner_folds, seed=seed)
+    return inner
+
 def tune(train: pd.DataFrame, base_params: dict, grid: dict, targets=TARGETS, inner_folds: int = 3,
-         seed: int = 0, threads: int = 1) -> tuple[dict, str, pd.DataFrame]:
-    "Grouped-CV choice of (hyper-parameters, target) on `train` only -> (params, target, table)."
+         seed: int = 0, threads: int = 1, kind: str = "random") -> tuple[dict, str, pd.DataFrame]:
+    "Grouped-CV choice of (hyper-parameters, target) on `train` only (inner folds grouped like `kind`) -> (params, target, table)."
     combos = [dict(zip(grid, v)) for v in product(*grid.values())] if grid else [{}]
-    inner = group_folds(train, "random", k=inner_folds, seed=seed)
+    inner = inner_splits(train, kind, inner_folds, seed)
     rows = []
     if len(combos) * len(targets) == 1 or not inner:
         return {**base_params, **combos[0]}, targets[0], pd.DataFrame()
@@ -248,10 +266,19 @@ def tune(train: pd.DataFrame, base_params: dict, grid: dict, targets=TARGETS, in
     best = table.sort_values(["cv_mae", "target"], kind="stable").iloc[0]
     return {**base_params, **{k: (best[k].item() if hasattr(best[k], "item") else best[k]) for k in grid}}, str(best["target"]), table
 
-# %% ../nbs/06_predict.ipynb #eaa58a74
+# %% ../nbs/06_predict.ipynb #ba7ec2fc
+def conformal_offset(y, lo, hi, coverage: float) -> float:
+    "CQR offset: the ceil((n+1) coverage)-th smallest score max(lo - y, y - hi) (the largest when that rank exceeds n)."
+    y, lo, hi = (np.asarray(v, float) for v in (y, lo, hi))
+    m = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+    s = np.sort(np.maximum(lo[m] - y[m], y[m] - hi[m]))
+    if not len(s): return 0.0
+    return float(s[min(math.ceil((len(s) + 1) * coverage), len(s)) - 1])
+
+# %% ../nbs/06_predict.ipynb #54664763
 @dataclass
 class Predictor:
-    "g for one eval source: `predict(df) -> (mean, lo, hi)` accuracies (lo/hi: the quantile model's interval)."
+    "g for one eval source: `predict(df) -> (mean, lo, hi)` accuracies (lo/hi: the quantile interval widened by the conformal offset)."
     schema: FeatureSchema
     source: str
     target: str
@@ -260,26 +287,38 @@ class Predictor:
     mean_model: Any
     q_model: Any = None
     meta: dict = field(default_factory=dict)
+    conformal: float = 0.0      # CQR offset in accuracy units, added on both sides of the quantile interval
 
-    def predict(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(self, df: pd.DataFrame, conformal: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         X = self.schema.encode(df)
         mean = np.clip(to_accuracy(df, self.target, self.mean_model.predict(X)), 0, 1)
         if self.q_model is None: return mean, mean.copy(), mean.copy()
         q = np.sort(np.asarray(self.q_model.predict(X)).reshape(len(df), -1), axis=1)
         a, b = to_accuracy(df, self.target, q[:, 0]), to_accuracy(df, self.target, q[:, -1])
         # the interval always holds the point prediction (two separately fitted models can disagree slightly)
-        lo, hi = np.clip(np.minimum(np.minimum(a, b), mean), 0, 1), np.clip(np.maximum(np.maximum(a, b), mean), 0, 1)
-        return mean, lo, hi
+        lo, hi = np.minimum(np.minimum(a, b), mean), np.maximum(np.maximum(a, b), mean)
+        c = self.conformal if conformal else 0.0
+        return mean, np.clip(lo - c, 0, 1), np.clip(hi + c, 0, 1)
 
 def train_predictor(df: pd.DataFrame, source: str, *, base_params: dict, grid: dict, targets=TARGETS,
-                    inner_folds: int = 3, quantiles=(0.05, 0.95), seed: int = 0, threads: int = 1) -> tuple[Predictor, pd.DataFrame]:
-    "Tune then fit g on the applicable rows of `source` in `df` -> (predictor, tuning table)."
+                    inner_folds: int = 3, quantiles=(0.05, 0.95), seed: int = 0, threads: int = 1,
+                    split: str = "random") -> tuple[Predictor, pd.DataFrame]:
+    "Tune, calibrate (CQR out of fold) and fit g on the applicable rows of `source`; inner folds grouped like `split`."
     train = df[df["applicable"].astype(bool) & (df["source"] == source)].reset_index(drop=True)
     if train.empty: raise ValueError(f"no applicable rows for eval source {source!r}: sources present: {sorted(df.source.unique())}")
-    params, target, table = tune(train, base_params, grid, targets, inner_folds, seed, threads)
+    params, target, table = tune(train, base_params, grid, targets, inner_folds, seed, threads, kind=split)
+    ys, los, his = [], [], []
+    for _, tr, te in inner_splits(train, split, inner_folds, seed):      # out-of-fold intervals for the calibration
+        a, b = train[train.cell_id.isin(tr)], train[train.cell_id.isin(te)]
+        sch, m, q = fit_models(a, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
+        _, lo, hi = Predictor(sch, source, target, params, list(quantiles), m, q).predict(b)
+        ys.append(b["y_test_acc"].to_numpy(float)); los.append(lo); his.append(hi)
+    nominal = float(quantiles[-1] - quantiles[0])
+    offset = conformal_offset(np.concatenate(ys), np.concatenate(los), np.concatenate(his), nominal) if ys else 0.0
     schema, mean, q = fit_models(train, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
-    meta = {"n_rows": len(train), "models": sorted(train.model.unique()), "methods": sorted(train.method.unique()), "seed": seed}
-    return Predictor(schema, source, target, params, list(quantiles), mean, q, meta), table
+    meta = {"n_rows": len(train), "models": sorted(train.model.unique()), "methods": sorted(train.method.unique()), "seed": seed,
+            "conformal": {"offset": offset, "nominal": nominal, "n_calibration": int(sum(map(len, ys))), "split": split}}
+    return Predictor(schema, source, target, params, list(quantiles), mean, q, meta, offset), table
 
 def save_predictor(pred: Predictor, path: str | Path) -> Path:
     "Write `path` (JSON sidecar) plus `<stem>.mean.json` / `<stem>.quantile.json` (XGBoost JSON models)."
@@ -293,7 +332,7 @@ def save_predictor(pred: Predictor, path: str | Path) -> Path:
     side = {"format": "metacompress-predictor-1", "source": pred.source, "target": pred.target,
             "target_definition": {"acc": "y_test_acc", "drop": "y_base_test_acc - y_test_acc (needs column y_base_test_acc to predict)"}[pred.target],
             "quantiles": pred.quantiles, "params": pred.params, "schema": pred.schema.to_dict(),
-            "encoded_columns": pred.schema.encoded_names, "models": files, "training": pred.meta}
+            "encoded_columns": pred.schema.encoded_names, "models": files, "training": pred.meta, "conformal_offset": pred.conformal}
     return save_json(side, path)
 
 def load_predictor(path: str | Path) -> Predictor:
@@ -307,9 +346,10 @@ def load_predictor(path: str | Path) -> Predictor:
     for kind, name in side["models"].items():
         m = XGBRegressor(); m.load_model(str(path.parent / name)); models[kind] = m
     sch = FeatureSchema(side["schema"]["numeric"], side["schema"]["levels"])
-    return Predictor(sch, side["source"], side["target"], side["params"], side["quantiles"], models["mean"], models.get("quantile"), side["training"])
+    return Predictor(sch, side["source"], side["target"], side["params"], side["quantiles"], models["mean"], models.get("quantile"),
+                     side["training"], float(side.get("conformal_offset", 0.0)))
 
-# %% ../nbs/06_predict.ipynb #44f8ccea
+# %% ../nbs/06_predict.ipynb #ddcaacc7
 def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:
     "Ridge regression of the accuracy on the same encoded features (median-imputed, standardised on train)."
     from sklearn.linear_model import Ridge
@@ -322,6 +362,18 @@ def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0)
     m = Ridge(alpha=alpha).fit((A - mu) / sd, train["y_test_acc"].to_numpy(float))
     return np.clip(m.predict((B - mu) / sd), 0, 1)
 
+def calibrated_proxy(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    "The eval-source accuracy mapped to test accuracy by an isotonic (non-decreasing) fit on the training cells."
+    from sklearn.isotonic import IsotonicRegression
+    if "f_src_acc" not in train or "f_src_acc" not in test: return np.full(len(test), np.nan)
+    x, y = train["f_src_acc"].to_numpy(float), train["y_test_acc"].to_numpy(float)
+    m = np.isfinite(x) & np.isfinite(y)
+    if m.sum() < 2: return np.full(len(test), np.nan)
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x[m], y[m])
+    xt = test["f_src_acc"].to_numpy(float); out = np.full(len(test), np.nan)
+    out[np.isfinite(xt)] = iso.predict(xt[np.isfinite(xt)])
+    return out
+
 def cross_validate(df: pd.DataFrame, source: str, kind: str, *, base_params: dict, grid: dict, targets=TARGETS,
                    k: int = 5, inner_folds: int = 3, quantiles=(0.05, 0.95), seed: int = 0, threads: int = 1):
     "Outer grouped CV of g for one (source, split) -> (per-cell predictions, fold membership)."
@@ -330,13 +382,15 @@ def cross_validate(df: pd.DataFrame, source: str, kind: str, *, base_params: dic
     for name, tr_cells, te_cells in group_folds(d, kind, k, seed):
         tr, te = d[d.cell_id.isin(tr_cells)], d[d.cell_id.isin(te_cells)]
         pred, table = train_predictor(tr, source, base_params=base_params, grid=grid, targets=targets,
-                                      inner_folds=inner_folds, quantiles=quantiles, seed=seed, threads=threads)
-        mean, lo, hi = pred.predict(te)
+                                      inner_folds=inner_folds, quantiles=quantiles, seed=seed, threads=threads, split=kind)
+        mean, lo, hi = pred.predict(te); _, lo_raw, hi_raw = pred.predict(te, conformal=False)
         preds.append(pd.DataFrame({
             "source": source, "split": kind, "fold": name, "cell_id": te.cell_id.values, "model": te.model.values,
             "method": te.method.values, "level": te.level.values, "y_true": te.y_test_acc.values, "pred": mean, "lo": lo, "hi": hi,
+            "lo_raw": lo_raw, "hi_raw": hi_raw, "conformal_offset": pred.conformal,
             "uncompressed": te.y_base_test_acc.values,
             "naive_proxy": te["f_src_acc"].values if "f_src_acc" in te else np.nan,
+            "calibrated_proxy": calibrated_proxy(tr, te),
             "linear": linear_baseline(tr, te), "target": pred.target, "max_depth": pred.params.get("max_depth", np.nan)}))
         members.append(pd.DataFrame({"source": source, "split": kind, "fold": name,
                                      "cell_id": [*tr_cells, *te_cells], "role": ["train"] * len(tr_cells) + ["test"] * len(te_cells)}))
@@ -344,16 +398,25 @@ def cross_validate(df: pd.DataFrame, source: str, kind: str, *, base_params: dic
         return pd.DataFrame(), pd.DataFrame()
     return pd.concat(preds, ignore_index=True), pd.concat(members, ignore_index=True)
 
-# %% ../nbs/06_predict.ipynb #6041b097
-PREDICTORS = ("meta", "uncompressed", "naive_proxy", "linear")
+# %% ../nbs/06_predict.ipynb #56d7bf2b
+PREDICTORS = ("meta", "uncompressed", "naive_proxy", "calibrated_proxy", "linear")
+
+def covered(y, lo, hi) -> np.ndarray:
+    "Whether each target lies in its closed interval [lo, hi] (an end counts as covered)."
+    y, lo, hi = (np.asarray(v, float) for v in (y, lo, hi))
+    return (lo <= y) & (y <= hi)
 
 def score_predictions(p: pd.DataFrame) -> dict:
-    "MAE of meta and every baseline, interval coverage and width, rows - for one block of predictions."
+    "MAE of meta and every baseline, interval coverage and width (conformal and raw), rows - for one block of predictions."
     if p.empty: return {"n": 0}
     y = p["y_true"].to_numpy(float)
-    out = {"n": int(len(p)), "mae": {k: _mae(p["pred" if k == "meta" else k].to_numpy(float), y) for k in PREDICTORS}}
-    out["coverage"] = float(np.mean((p["lo"] <= y) & (y <= p["hi"])))
+    out = {"n": int(len(p)), "mae": {k: _mae(p["pred" if k == "meta" else k].to_numpy(float), y) for k in PREDICTORS if k == "meta" or k in p}}
+    out["coverage"] = float(np.mean(covered(y, p["lo"], p["hi"])))
     out["interval_width"] = float(np.mean(p["hi"] - p["lo"]))
+    out["interval_width_median"] = float(np.median(p["hi"] - p["lo"]))
+    if "lo_raw" in p:
+        out["coverage_raw"] = float(np.mean(covered(y, p["lo_raw"], p["hi_raw"])))
+        out["interval_width_median_raw"] = float(np.median(p["hi_raw"] - p["lo_raw"]))
     out["target"] = {str(k): int(v) for k, v in p.drop_duplicates(["fold"])["target"].value_counts().items()}
     return out
 

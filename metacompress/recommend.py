@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #90a9eb40
 from __future__ import annotations
-import argparse, dataclasses, difflib, hashlib, io, json, math, sys, time, zipfile
+import argparse, contextlib, copy, dataclasses, difflib, hashlib, io, json, math, os, sys, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,17 +14,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .core import (data_dir, figures_dir, get_logger, load_json, load_torch, save_json, save_torch,
-                               set_seed, step_params, tensor_hash)
-from .data import CIFAR10_CLASSES, IMAGE_SUFFIXES, DataError, Split, decode_bytes
+from .core import (data_dir, figures_dir, get_logger, load_json, load_profile, load_torch, package_dir, project_root,
+                               save_json, save_torch, set_seed, step_params, tensor_hash)
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TABLE', 'RecommendError', 'parse_amount', 'Constraint', 'fit_state_dict', 'file_sha256', 'load_user_model',
-           'read_image_folder', 'pseudo_labels', 'ProxyData', 'load_proxy', 'load_checked_predictor', 'dry_budget',
-           'prefilter', 'candidate_cell', 'model_fingerprint', 'recommend', 'write_model', 'load_recommended',
-           'format_table', 'settings_from', 'build_parser', 'run', 'main']
+__all__ = ['log', 'TABLE', 'N_CHECK', 'FED_BY_DEFAULT', 'RecommendError', 'parse_amount', 'Constraint', 'fit_state_dict',
+           'file_sha256', 'profile_name', 'load_user_model', 'parse_channels', 'input_spec', 'with_input',
+           'read_image_folder', 'pseudo_labels', 'ProxyData', 'load_proxy', 'check_model_on', 'settings_from',
+           'load_checked_predictor', 'default_predictor', 'ranking_params', 'dry_budget', 'prefilter', 'candidate_cell',
+           'model_fingerprint', 'clock', 'logits', 'accuracy', 'base_row', 'recommend', 'final_finetune', 'write_model',
+           'load_recommended', 'format_table', 'format_timing', 'build_parser', 'run', 'main']
 
 # %% ../nbs/08_recommend.ipynb #fa0f9967
 class RecommendError(ValueError):
@@ -38,13 +40,15 @@ def parse_amount(s) -> float | None:
     if s is None or isinstance(s, (int, float)): return None if s is None else float(s)
     t = str(s).strip().lower().replace(" ", "").replace("_", "")
     num = t.rstrip("abcdefghijklmnopqrstuvwxyz"); unit = t[len(num):]
-    if unit not in _UNITS or not num:
+    try: v = float(num)
+    except ValueError: v = None
+    if unit not in _UNITS or v is None:
         raise RecommendError(f"cannot read amount {s!r}: write a number with an optional unit ({', '.join(k for k in _UNITS if k)}), e.g. 2MB")
-    return float(num) * _UNITS[unit]
+    return v * _UNITS[unit]
 
 @dataclass
 class Constraint:
-    "What the deployed model must satisfy (None: no bound)."
+    "What the deployed model must satisfy (None: no bound). Every bound must be positive (a minimum accuracy: in (0, 1])."
     max_size_bytes: float | None = None
     min_ratio: float | None = None
     max_macs: float | None = None
@@ -57,6 +61,18 @@ class Constraint:
     BOUNDS = (("max_size_bytes", "size_bytes", "max", True), ("min_ratio", "compression_ratio", "min", True),
               ("max_macs", "macs", "max", True), ("max_bops", "bops", "max", True),
               ("max_latency_ms", "latency_ms", "max", False), ("min_pred_acc", "pred_acc", "min", False))
+    FLAGS = {"max_size_bytes": "--max-size", "min_ratio": "--min-ratio", "max_macs": "--max-macs", "max_bops": "--max-bops",
+             "max_latency_ms": "--max-latency-ms", "min_pred_acc": "--min-acc"}
+
+    def __post_init__(self):
+        for f, flag in self.FLAGS.items():
+            b = getattr(self, f)
+            if b is None: continue
+            if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
+                raise RecommendError(f"{flag} {b:g} is not a usable bound: pass a positive number (or leave the bound out)")
+        if self.min_pred_acc is not None and self.min_pred_acc > 1:
+            raise RecommendError(f"--min-acc {self.min_pred_acc:g} is above 1: accuracies are fractions in (0, 1], e.g. --min-acc 0.8")
+        if int(self.latency_batch) < 1: raise RecommendError(f"--latency-batch {self.latency_batch} must be at least 1")
 
     def misses(self, row: dict, static_only: bool = False) -> dict[str, float]:
         "{column: relative miss} for every bound `row` violates (a missing value counts as no information: met)."
@@ -106,6 +122,10 @@ def _head_name(model: nn.Module) -> str | None:
 
 def file_sha256(path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
+def profile_name(profile: str) -> str:
+    "The name a profile's files go under: the name itself, or a YAML file's stem."
+    return Path(str(profile)).stem if str(profile).endswith((".yaml", ".yml")) else str(profile)
+
 def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = "smoke", stem: str = "imagenet",
                     num_classes: int | None = None) -> tuple[nn.Module, dict, dict]:
     "(model in eval mode, meta for the features, recipe of how to rebuild it) from a model spec (see above)."
@@ -114,14 +134,17 @@ def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = 
               "stem": stem, "num_classes": num_classes,
               "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else None}
     if spec.startswith("zoo:"):
-        name = spec[4:]
-        try: model, meta = load_zoo_model(profile, name)
+        name, prof = spec[4:], profile_name(profile)
+        if checkpoint is not None:
+            raise RecommendError(f"--checkpoint cannot apply to {spec}: a zoo member is the profile's own fine-tuned model; "
+                                 "drop --checkpoint, or pass the architecture (torchvision name or package.module:factory) with it")
+        try: model, meta = load_zoo_model(prof, name)
         except FileNotFoundError as e:
             from metacompress.core import profile_dir
-            have = sorted(p.stem for p in profile_dir("models", profile).glob("*.json"))
+            have = sorted(p.stem for p in profile_dir("models", prof).glob("*.json"))
             close = difflib.get_close_matches(name, have, n=3)
-            raise RecommendError(f"no zoo member {name!r} in profile {profile!r}" + (f" (close: {', '.join(close)})" if close else "")
-                                 + f"; members: {', '.join(have) or 'none - run `make finetune PROFILE=' + profile + '`'}") from e
+            raise RecommendError(f"no zoo member {name!r} in profile {prof!r}" + (f" (close: {', '.join(close)})" if close else "")
+                                 + f"; members: {', '.join(have) or 'none - run `make finetune PROFILE=' + prof + '`'}") from e
         return model.eval(), {**meta, "name": name}, recipe
     archs = classification_archs()
     if ":" not in spec and spec not in archs:
@@ -139,7 +162,10 @@ def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = 
         try: factory = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise RecommendError(f"cannot import {spec!r} ({type(e).__name__}: {e}): pass package.module:factory of an importable callable") from e
-        model, meta = factory(), {"name": fn, "arch": fn, "family": fn}
+        try: model = factory()
+        except Exception as e:
+            raise RecommendError(f"{spec}() failed ({type(e).__name__}: {str(e)[:200]}): pass a factory that builds the model with no arguments") from e
+        meta = {"name": fn, "arch": fn, "family": fn}
         if not isinstance(model, nn.Module): raise RecommendError(f"{spec} returned {type(model).__name__}, not an nn.Module: pass a factory that builds the model")
     else:
         if sd is None: raise RecommendError(f"{spec} needs --checkpoint (a state dict of the trained model); for a zoo member pass zoo:<name>")
@@ -153,10 +179,39 @@ def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = 
     if sd is not None: fit_state_dict(model, sd, spec)
     return model.eval(), meta, recipe
 
+def parse_channels(s, what: str) -> tuple[float, float, float] | None:
+    "'0.5' or '0.49,0.48,0.45' -> three per-channel floats (None -> None)."
+    if s is None: return None
+    try: v = [float(t) for t in str(s).replace(" ", "").split(",")]
+    except ValueError: v = []
+    if len(v) not in (1, 3) or not all(math.isfinite(t) for t in v):
+        raise RecommendError(f"{what} {s!r}: pass one number or three comma-separated numbers (per RGB channel), e.g. 0.5,0.5,0.5")
+    return tuple(v * 3 if len(v) == 1 else v)
+
+def input_spec(mean=None, std=None, range_: str | None = None) -> dict | None:
+    "The `input` block of the recipe (None: the model takes the pipeline's normalised input)."
+    if mean is None and std is None and range_ is None: return None
+    mean, std = parse_channels(mean, "--input-mean"), parse_channels(std, "--input-std")
+    if range_ not in (None, "0-1", "0-255"): raise RecommendError(f"--input-range {range_!r}: use 0-1 or 0-255")
+    if std is not None and min(std) <= 0: raise RecommendError(f"--input-std {std}: standard deviations must be positive")
+    return {"range": range_ or "0-1", "mean": list(mean or (0.0, 0.0, 0.0)), "std": list(std or (1.0, 1.0, 1.0))}
+
+def with_input(model: nn.Module, spec: dict | None, mean, std) -> nn.Module:
+    """`model` behind an `InputAdapter` that turns the pipeline's input (normalised with `mean` / `std`) into what
+    `spec` says the model takes: (pixels * (255 or 1) - spec mean) / spec std. `spec` None: `model` unchanged."""
+    if spec is None: return model
+    from metacompress.cifar_zoo import InputAdapter, Pretrained
+    scale = 255.0 if spec["range"] == "0-255" else 1.0
+    return Pretrained(InputAdapter(mean, std, [m / scale for m in spec["mean"]], [s / scale for s in spec["std"]]), model).eval()
+
 # %% ../nbs/08_recommend.ipynb #c61a0238
 def _image_entries(path: Path) -> tuple[list[str], callable]:
-    if path.is_file() and path.suffix.lower() == ".zip":
-        z = zipfile.ZipFile(path)
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise RecommendError(f"{path} is a file but neither a .zip of images nor an EDM .pt dataset: pass a folder, a zip or a .pt")
+        try: z = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise RecommendError(f"{path} is not a readable zip archive ({e}): pass a zip of images (or its unpacked folder)") from e
         return [n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES and not Path(n).name.startswith(".")], z.read
     names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith("."))
@@ -170,7 +225,7 @@ def read_image_folder(path, image_size: int = 32, classes=CIFAR10_CLASSES, limit
     if not names: raise RecommendError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}: pass a folder holding images or <class>/ folders of images")
     names = names[:limit] if limit else names
     try: x = torch.stack([decode_bytes(read(n), f"{path}/{n}", image_size) for n in names])
-    except DataError as e: raise RecommendError(str(e)) from e
+    except (DataError, zipfile.BadZipFile, OSError) as e: raise RecommendError(str(e).splitlines()[0] if str(e) else repr(e)) from e
     folders = [Path(n).parent.name for n in names]
     if any(not f for f in folders): return x, None
     uniq = sorted(set(folders))
@@ -194,17 +249,23 @@ class ProxyData:
     spec: str
     test: Split | None = None   # labelled held-out data for --verify (a profile's test split)
 
-def load_proxy(spec: str, model: nn.Module, *, image_size: int = 32, n: int | None = None, n_train: int | None = None,
+    def with_pseudo_labels(self, model: nn.Module) -> "ProxyData":
+        "Unlabelled data labelled by `model`'s predictions (a no-op for labelled data)."
+        if self.labels != "pseudo": return self
+        lab = lambda s: Split(s.x, pseudo_labels(model, s.x, s.mean, s.std), s.mean, s.std)
+        return dataclasses.replace(self, eval=lab(self.eval), train=lab(self.train))
+
+def load_proxy(spec: str, model: nn.Module | None, *, image_size: int = 32, n: int | None = None, n_train: int | None = None,
                mean=None, std=None) -> ProxyData:
-    "Proxy data from a spec (see above); `n` / `n_train`: first images of the eval / recovery sets."
-    from metacompress.data import CIFAR10_MEAN, CIFAR10_STD
+    """Proxy data from a spec (see above); `n` / `n_train`: first images of the eval / recovery sets. Unlabelled
+    images get `model`'s predictions as labels (`model` None: later, with `ProxyData.with_pseudo_labels`)."""
     cut = lambda s, k: s if k is None else s[:k]
     if spec.startswith("profile:"):
         from metacompress.data import load_splits
         prof, _, which = spec[8:].partition(":")
         try: sp = load_splits(prof)
         except (FileNotFoundError, ValueError) as e: raise RecommendError(str(e).splitlines()[0]) from e
-        ev = getattr(sp, which or "ideal", None)
+        ev = getattr(sp, which or "ideal", None) if (which or "ideal") in ("train", "ideal", "test") else None
         if ev is None: raise RecommendError(f"profile split {which!r} unknown: use train, ideal or test")
         return ProxyData(cut(ev, n), cut(sp.train, n_train), "true", spec, sp.test)
     mean, std = tuple(mean or CIFAR10_MEAN), tuple(std or CIFAR10_STD)
@@ -219,25 +280,85 @@ def load_proxy(spec: str, model: nn.Module, *, image_size: int = 32, n: int | No
         return ProxyData(cut(s, n), cut(s, n_train), "conditioning", spec)
     x, y = read_image_folder(p, image_size)
     kind = "true" if y is not None else "pseudo"
-    if y is None: y = pseudo_labels(model, x, mean, std)
-    s = Split(x, y, mean, std)
-    return ProxyData(cut(s, n), cut(s, n_train), kind, spec)
+    s = Split(x, y if y is not None else torch.zeros(len(x), dtype=torch.int64), mean, std)
+    out = ProxyData(cut(s, n), cut(s, n_train), kind, spec)
+    return out.with_pseudo_labels(model) if model is not None else out
+
+@torch.no_grad()
+def check_model_on(model: nn.Module, data: Split, what: str = "the model") -> int:
+    "Run `model` on two images of `data`: -> its class count, or one line saying why it cannot classify this data."
+    x = data.inputs(torch.arange(min(2, len(data))))
+    try: out = model.eval()(x)
+    except Exception as e:
+        raise RecommendError(f"{what} fails on a batch of the data {tuple(x.shape)} ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+                             "check the architecture, --stem, --num-classes and the image size") from e
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+        raise RecommendError(f"{what} returns {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__} for "
+                             f"{len(x)} images: it must return logits of shape (batch, classes)")
+    top = int(data.y.max()) if len(data.y) else -1
+    if top >= out.shape[1]:
+        raise RecommendError(f"{what} has {out.shape[1]} outputs but the data has labels up to {top}: pass data with the model's classes "
+                             "(class folders in the model's label order) or a model with as many outputs as classes")
+    return int(out.shape[1])
 
 # %% ../nbs/08_recommend.ipynb #06a7f11a
+from .compress import Budget
+_BUDGET_KEYS = tuple(f.name for f in dataclasses.fields(Budget) if f.name not in ("seed", "device"))   # every recovery knob, once
+_FEATURE_KEYS = {"feature_batch": "batch_size", "grad_n": "grad_n", "curvature_n": "curvature_n", "lanczos_k": "lanczos_k",
+                 "lanczos_iter": "lanczos_iter", "trace_matvecs": "trace_matvecs", "proxies": "proxies"}
+
+def settings_from(params: dict):
+    "(Budget, FeatureSettings) from a profile's 08_recommend parameters."
+    from metacompress.compress import Budget
+    from metacompress.extract import FeatureSettings
+    return (Budget.from_params({k: params[k] for k in _BUDGET_KEYS if k in params}),
+            FeatureSettings(**{v: params[k] for k, v in _FEATURE_KEYS.items() if k in params}))
+
+_BUDGET_RECORD_KEYS = ("extract_budget", "budget")
+
 def load_checked_predictor(path):
-    "The predictor at `path`, checked against this package's feature columns."
+    "The predictor at `path`, checked against this package's feature columns (`.extract_budget`: the budget its sidecar records, or None)."
     from metacompress.extract import FEATURES
     from metacompress.predict import load_predictor
     path = Path(path)
     if not path.is_file(): raise RecommendError(f"predictor {path} does not exist: pass --predictor (06_predict writes figures/<profile>/predictor/<source>.json)")
-    try: pred = load_predictor(path)
+    try: pred = load_predictor(path); side = load_json(path)
     except Exception as e:
         raise RecommendError(f"predictor {path} is corrupt or unreadable ({type(e).__name__}: {str(e)[:150]}): rerun `make predict` or pass another file") from e
     probe = pd.DataFrame([{c: (np.nan if d == "float" else "x") for c, d in zip(FEATURES.name, FEATURES.dtype)}])
     probe[[c for c, d in zip(FEATURES.name, FEATURES.dtype) if d == "float"]] = probe[[c for c, d in zip(FEATURES.name, FEATURES.dtype) if d == "float"]].astype(float)
     try: pred.schema.check(probe)
     except ValueError as e: raise RecommendError(f"predictor {path} was trained on another feature schema: {str(e)[:300]}") from e
+    training = side.get("training") if isinstance(side.get("training"), dict) else {}
+    pred.extract_budget = next((d[k] for d in (side, training) for k in _BUDGET_RECORD_KEYS if isinstance(d.get(k), dict)), None)
+    pred.path = str(path)
     return pred
+
+def _figures_root() -> Path: return Path(os.environ.get("METACOMPRESS_FIGURES_DIR") or project_root() / "figures")
+
+def default_predictor(profile: str, source: str, params: dict | None = None) -> Path:
+    "The predictor sidecar for `profile` and eval `source`, looked up as described above."
+    name, looked = profile_name(profile), []
+    ref = (params or {}).get("predictor")
+    if ref and str(ref).endswith(".json"):
+        p = Path(ref).expanduser()
+        if not p.is_absolute() and str(profile).endswith((".yaml", ".yml")): p = Path(profile).expanduser().resolve().parent / p
+        return p
+    if ref: name = str(ref)
+    for root in (_figures_root(), package_dir() / "_figures"):
+        p = root / name / "predictor" / f"{source}.json"
+        if p.is_file(): return p
+        looked.append(str(p))
+    raise RecommendError(f"no {source!r} predictor for profile {name!r} (looked at {' and '.join(looked)}): pass --predictor "
+                         "<sidecar .json> (06_predict writes figures/<profile>/predictor/<source>.json) or set 08_recommend: predictor: in the profile")
+
+def ranking_params(params: dict, pred) -> tuple[dict, str]:
+    "`params` (a profile's 08_recommend section) with the budget the predictor records on top -> (params, where the budget came from)."
+    rec = getattr(pred, "extract_budget", None)
+    if not rec: return params, "the profile's 08_recommend section (the predictor file records no extract_budget)"
+    keys = (set(_BUDGET_KEYS) | set(_FEATURE_KEYS) | {"proxy_n"}) - {"latency_repeats", "latency_threads"}
+    over = {k2: v for k, v in rec.items() if (k2 := {"source_n": "proxy_n"}.get(k, k)) in keys}
+    return {**params, **over}, f"the predictor file ({', '.join(f'{k}={v}' for k, v in sorted(over.items()))})"
 
 # %% ../nbs/08_recommend.ipynb #2ee4b155
 def dry_budget(budget):
@@ -269,7 +390,7 @@ _PROC: dict = {}
 def candidate_cell(key: dict, common: dict) -> dict:
     "Full compression of one candidate -> {'features', 'report', 'latency_ms', 'seconds', 'measured_acc'}."
     from metacompress.compress import NotApplicable, compress, measure_latency
-    from metacompress.extract import cell_features, logits_of
+    from metacompress.extract import cell_features
     if common.get("threads"): torch.set_num_threads(common["threads"])
     t0 = time.perf_counter()
     budget = dataclasses.replace(common["budget"], seed=common["seed"])
@@ -280,20 +401,22 @@ def candidate_cell(key: dict, common: dict) -> dict:
     lat = measure_latency(int8 if int8 is not None else model, common["latency_batch"], budget.latency_repeats,
                           budget.latency_warmup, common["train"].x.shape[-1], budget.latency_threads)
     bc = _PROC.setdefault(("base", common["fp"]), {})
-    f = cell_features(model, common["model"], common["source"], report=rep, meta=common["meta"], settings=common["settings"],
+    # a copy of the base: evaluation that runs under torch.inference_mode may leave inference tensors in the model it
+    # is given, and the base must stay trainable for the next candidate of this worker
+    f = cell_features(model, copy.deepcopy(common["model"]), common["source"], report=rep, meta=common["meta"], settings=common["settings"],
                       base_cache=bc, seed=common["seed"])
     f.pop("_t_curvature", None); f.pop("curvature_setup", None)
     out = {"applicable": True, "features": f, "latency_ms": lat, "seconds": time.perf_counter() - t0,
            "report": {k: v for k, v in rep.items() if isinstance(v, (str, int, float, bool, type(None)))}}
     if common.get("verify") is not None:
-        v = common["verify"]; out["measured_acc"] = float((logits_of(model, v).argmax(1) == v.y).double().mean())
+        out["measured_acc"] = accuracy(model, common["verify"])
     if common.get("model_dir"):
         save_torch(model.state_dict(), Path(common["model_dir"]) / f"{key['method']}_{key['level']}.pt")
     return out
 
 # %% ../nbs/08_recommend.ipynb #3e2e503e
-TABLE = ["rank", "method", "level", "pred_acc", "pred_lo", "pred_hi", "size_bytes", "compression_ratio", "macs", "bops",
-         "latency_ms", "seconds"]
+TABLE = ["rank", "method", "level", "pred_acc", "pred_lo", "pred_hi", "pred_drop", "drop_lo", "drop_hi", "size_bytes",
+         "compression_ratio", "macs", "bops", "latency_ms", "seconds"]
 
 def model_fingerprint(model: nn.Module) -> str: return tensor_hash(*model.state_dict().values())
 
@@ -304,21 +427,53 @@ def _closest(df: pd.DataFrame, constraint: Constraint, static_only=False) -> str
     return (f"closest is {r['method']}@{r['level']:g} ("
             + ", ".join(f"{k}={r[k]:.4g} misses by {v:.1%}" for k, v in m.items()) + ")")
 
+@contextlib.contextmanager
+def clock(timing: dict | None, what: str):
+    "Add the seconds the block takes to `timing[what]` (no-op when `timing` is None)."
+    t0 = time.perf_counter()
+    try: yield
+    finally:
+        if timing is not None: timing[what] = timing.get(what, 0.0) + time.perf_counter() - t0
+
+@torch.no_grad()
+def logits(model: nn.Module, split: Split, batch_size: int = 256) -> torch.Tensor:
+    "Logits of `model` (eval mode) on `split`, under no_grad only: the model stays trainable afterwards."
+    model.eval()
+    return torch.cat([model(split.inputs(torch.arange(i, min(i + batch_size, len(split))))).float()
+                      for i in range(0, len(split), batch_size)]) if len(split) else torch.empty(0)
+
+def accuracy(model: nn.Module, split: Split) -> float:
+    return float((logits(model, split).argmax(1) == split.y).double().mean()) if len(split) else float("nan")
+
+def base_row(model: nn.Module, proxy: ProxyData, base: dict, budget, latency_batch: int = 1, verify: Split | None = None) -> dict:
+    "The uncompressed model's row: its accounting, latency, accuracy on the proxy data and (with `verify`) on the labelled data."
+    from metacompress.compress import measure_latency
+    lat = measure_latency(model, latency_batch, budget.latency_repeats, budget.latency_warmup, proxy.train.x.shape[-1], budget.latency_threads)
+    row = {"rank": 0, "method": "uncompressed", "level": float("nan"), "size_bytes": base.get("size_bytes"), "compression_ratio": 1.0,
+           "macs": base.get("macs"), "bops": base.get("bops"), "latency_ms": lat, "proxy_acc": accuracy(model, proxy.eval)}
+    if verify is not None: row["measured_acc"] = accuracy(model, verify)
+    return row
+
 def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constraint, *, meta: dict | None = None,
-              methods="all", levels="first", budget=None, settings=None, base_acc: float | None = None,
+              methods="all", levels="all", budget=None, settings=None, base_acc: float | None = None,
               prefilter_slack: float = 0.05, workers: int = 1, threads: int | None = 1, seed: int = 0,
-              verify: Split | None = None, work_dir=None, progress: bool = True, force: bool = False) -> pd.DataFrame:
-    "Ranked table of the feasible candidates (best first); raises `RecommendError` naming the closest when none is."
+              verify: Split | None = None, work_dir=None, progress: bool = True, force: bool = False,
+              timing: dict | None = None) -> pd.DataFrame:
+    """Ranked table of the feasible candidates (best first; `attrs['base']`: the uncompressed model's row); raises
+    `RecommendError` naming the closest when none is. `timing`: a dict that collects where the seconds went."""
     from metacompress.compress import Budget, accounting, grid_cells
     from metacompress.extract import FEATURES, FeatureSettings
     from metacompress.grid import fingerprint, run_grid
     budget = budget or Budget(); settings = settings or FeatureSettings(); meta = dict(meta or {})
     model = model.cpu().eval(); size = int(proxy.train.x.shape[-1])
-    base = accounting(model, repeats=budget.latency_repeats, warmup=budget.latency_warmup, threads=budget.latency_threads,
-                      latency=False, input_size=size)
+    with clock(timing, "uncompressed model (accounting, accuracy)"):
+        base = accounting(model, repeats=budget.latency_repeats, warmup=budget.latency_warmup, threads=budget.latency_threads,
+                          latency=False, input_size=size)
+        brow = base_row(model, proxy, base, budget, constraint.latency_batch, verify)
     try: cells = grid_cells(methods, levels)
-    except (KeyError, ValueError) as e: raise RecommendError(str(e).splitlines()[0]) from e
-    keep, pre = prefilter(model, cells, proxy.train, budget, constraint, base, slack=prefilter_slack, progress=progress)
+    except (KeyError, ValueError) as e: raise RecommendError(str(e).splitlines()[0].strip("'\"")) from e
+    with clock(timing, f"pre-filter: {len(cells)} candidates compressed without recovery"):
+        keep, pre = prefilter(model, cells, proxy.train, budget, constraint, base, slack=prefilter_slack, progress=progress)
     if not keep:
         raise RecommendError(f"no candidate can meet {constraint.describe()} (before recovery): {_closest(pre[pre.size_bytes.notna()] if 'size_bytes' in pre else pre, constraint, True) or 'none applicable'} - loosen the bound or allow more methods/levels")
     fp = fingerprint(model_fingerprint(model), tensor_hash(proxy.eval.x, proxy.eval.y), tensor_hash(proxy.train.x, proxy.train.y),
@@ -329,8 +484,9 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
               "budget": budget, "settings": settings, "base": base, "meta": meta, "seed": seed, "fp": fp,
               "latency_batch": constraint.latency_batch, "threads": threads, "verify": verify, "model_dir": str(work / "models")}
     keys = [{"method": m, "level": float(l)} for m, l in keep]
-    res = run_grid(candidate_cell, keys, common, work / "cells", fingerprints=fp, workers=workers, threads=threads,
-                   progress=progress, force=force, desc="candidates")
+    with clock(timing, f"candidates: {len(keys)} compressed, recovered ({budget.recovery_steps} steps), timed, featurised on {workers} worker(s)"):
+        res = run_grid(candidate_cell, keys, common, work / "cells", fingerprints=fp, workers=workers, threads=threads,
+                       progress=progress, force=force, desc="candidates")
     rows = []
     for k in keys:
         r = res["|".join(str(v) for v in k.values())]
@@ -346,142 +502,262 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
     if base_acc is None:
         base_acc = float(df["f_base_src_acc"].iloc[0]) if predictor.source != "none" else float("nan")
     df["y_base_test_acc"] = base_acc
-    try: df["pred_acc"], df["pred_lo"], df["pred_hi"] = predictor.predict(df)
-    except ValueError as e: raise RecommendError(f"the predictor cannot score these candidates: {str(e)[:300]}") from e
+    with clock(timing, "prediction"):
+        try: df["pred_acc"], df["pred_lo"], df["pred_hi"] = predictor.predict(df)
+        except ValueError as e: raise RecommendError(f"the predictor cannot score these candidates: {str(e)[:300]}") from e
+    df["pred_drop"], df["drop_lo"], df["drop_hi"] = base_acc - df.pred_acc, base_acc - df.pred_hi, base_acc - df.pred_lo
     ok = np.array([not constraint.misses(r) for r in df.to_dict("records")])
     if not ok.any():
         raise RecommendError(f"no candidate meets {constraint.describe()}: {_closest(df, constraint)} - loosen that bound or allow more methods/levels")
     out = df[ok].sort_values(["pred_acc", "size_bytes"], ascending=[False, True], kind="stable").reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
-    out.attrs.update(prefilter=pre, work_dir=str(work), base_acc=base_acc, labels=proxy.labels, n_candidates=len(cells))
+    brow["pred_acc"] = base_acc
+    out.attrs.update(prefilter=pre, work_dir=str(work), base_acc=base_acc, labels=proxy.labels, n_candidates=len(cells), base=brow,
+                     n_recovered=len(keys))
     cols = TABLE + (["measured_acc"] if verify is not None else [])
     return out[cols + [c for c in out.columns if c not in cols]]
 
 # %% ../nbs/08_recommend.ipynb #aa3d9e51
-def write_model(path, table: pd.DataFrame, model_recipe: dict, proxy: ProxyData, budget, seed: int = 0,
-                data_args: dict | None = None, rank: int = 1) -> Path:
-    "Save candidate `rank` of `table` (state dict + recipe) to `path`."
+def final_finetune(model: nn.Module, proxy: ProxyData, table: pd.DataFrame, budget, steps: int, *, seed: int = 0, rank: int = 1,
+                   verify: Split | None = None) -> tuple[nn.Module, dict]:
+    "Candidate `rank` of `table` compressed again from the uncompressed `model` with `steps` recovery steps -> (model, info)."
+    from metacompress.compress import compress
     r = table[table["rank"] == rank].iloc[0]
-    sd = load_torch(Path(table.attrs["work_dir"]) / "models" / f"{r['method']}_{float(r['level'])}.pt", "compressed model", "rerun with --force")
-    recipe = {"format": "metacompress-recommended-1", "model": model_recipe, "method": str(r["method"]), "level": float(r["level"]),
-              "budget": dataclasses.asdict(budget), "seed": int(seed), "data": {"spec": proxy.spec, **(data_args or {})},
-              "train_hash": tensor_hash(proxy.train.x, proxy.train.y), "state_hash": tensor_hash(*sd.values()),
-              "predicted": {k: float(r[k]) for k in ("pred_acc", "pred_lo", "pred_hi")},
-              "accounting": {k: float(r[k]) for k in ("size_bytes", "compression_ratio", "macs", "bops", "latency_ms")}}
-    return save_torch({"state_dict": sd, "recipe": json.dumps(recipe)}, path)
+    b = dataclasses.replace(budget, recovery_steps=int(steps), seed=seed, int8_deploy=False)
+    set_seed(seed)
+    m, rep = compress(model, str(r["method"]), float(r["level"]), proxy.train, b)
+    rep.pop("int8_model", None)
+    info = {"method": str(r["method"]), "level": float(r["level"]), "steps": int(steps), "budget": dataclasses.asdict(b),
+            "proxy_acc": accuracy(m, proxy.eval), "size_bytes": float(rep.get("size_bytes", np.nan))}
+    if verify is not None: info["measured_acc"] = accuracy(m, verify)
+    return m.eval(), info
 
-def load_recommended(path) -> tuple[nn.Module, dict]:
-    "(compressed model, recipe) from a `--write-model` file: rebuild the base, replay `compress`, load the state dict."
+N_CHECK = 8   # proxy images whose logits a --write-model file carries as its reproduction check
+
+def _replay(base: nn.Module, rc: dict, train: Split, dry: bool) -> nn.Module:
+    "The compressed structure of recipe `rc` (dry: no recovery, no int8 build) - its weights are loaded after."
     from metacompress.compress import Budget, compress
+    b = dataclasses.replace(Budget(**rc["budget"]), seed=rc["seed"])
+    if dry: b = dataclasses.replace(b, recovery_steps=0, latency_repeats=1, latency_warmup=0, int8_deploy=False)
+    set_seed(rc["seed"])
+    m, rep = compress(base, rc["method"], rc["level"], train, b)
+    rep.pop("int8_model", None)
+    return m.eval()
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool: return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+def write_model(path, table: pd.DataFrame, model_recipe: dict, proxy: ProxyData, budget, seed: int = 0,
+                data_args: dict | None = None, rank: int = 1, *, base: nn.Module | None = None, model: nn.Module | None = None,
+                final: dict | None = None) -> Path:
+    """Save candidate `rank` of `table` (state dict + recipe + check logits) to `path`: `model` (e.g. from
+    `final_finetune`, with its `final` info) or else the candidate the ranking compressed. `base`: the uncompressed
+    model (as ranked, adapter included) for the rebuild check."""
+    r = table[table["rank"] == rank].iloc[0]
+    if model is not None: sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else: sd = load_torch(Path(table.attrs["work_dir"]) / "models" / f"{r['method']}_{float(r['level'])}.pt", "compressed model", "rerun with --force")
+    rc = {"format": "metacompress-recommended-2", "model": model_recipe, "method": str(r["method"]), "level": float(r["level"]),
+          "budget": dataclasses.asdict(dataclasses.replace(budget, recovery_steps=final["steps"]) if final else budget),
+          "ranking_budget": dataclasses.asdict(budget), "seed": int(seed),
+          "data": {"spec": proxy.spec, **(data_args or {})}, "data_stats": {"mean": list(proxy.train.mean), "std": list(proxy.train.std)},
+          "train_hash": tensor_hash(proxy.train.x, proxy.train.y), "state_hash": tensor_hash(*sd.values()),
+          "predicted": {k: float(r[k]) for k in ("pred_acc", "pred_lo", "pred_hi", "pred_drop", "drop_lo", "drop_hi") if k in r},
+          "accounting": {k: float(r[k]) for k in ("size_bytes", "compression_ratio", "macs", "bops", "latency_ms")},
+          "final": final, "rebuild": "dry"}
+    check = proxy.eval[:N_CHECK]
+    if base is not None:
+        rebuilt = fit_state_dict(_replay(base, rc, proxy.train, dry=True), sd, f"{rc['method']}@{rc['level']:g}")
+        ref = model if model is not None else fit_state_dict(_replay(base, rc, proxy.train, dry=False), sd, "the compressed model")
+        want = logits(ref, check)
+        if not _same(logits(rebuilt, check), want): rc["rebuild"] = "full"
+    else:
+        if model is None: raise ValueError("write_model needs `base` or `model` to compute the check logits")
+        want = logits(model, check)
+    return save_torch({"state_dict": sd, "recipe": json.dumps(rc), "check_logits": want}, path)
+
+def load_recommended(path, check: bool = True) -> tuple[nn.Module, dict]:
+    "(compressed model, recipe) from a `--write-model` file: rebuild the base, replay `compress`, load the state dict, check the logits."
     blob = load_torch(path, "recommended model", "write it again with metacompress-recommend --write-model")
     if not isinstance(blob, dict) or "recipe" not in blob: raise RecommendError(f"{path} is not a --write-model file: write it with metacompress-recommend --write-model")
     rc = json.loads(blob["recipe"]); m = rc["model"]
     base, _, _ = load_user_model(m["spec"], m["checkpoint"], profile=m["profile"], stem=m["stem"], num_classes=m["num_classes"])
+    stats = rc.get("data_stats") or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+    base = with_input(base, m.get("input"), stats["mean"], stats["std"])
     proxy = load_proxy(rc["data"]["spec"], base, **{k: v for k, v in rc["data"].items() if k != "spec"})
     if tensor_hash(proxy.train.x, proxy.train.y) != rc["train_hash"]:
         raise RecommendError(f"the recovery data {rc['data']['spec']} changed since {path} was written: restore it to rebuild the model")
-    set_seed(rc["seed"])
-    model, _ = compress(base, rc["method"], rc["level"], proxy.train, dataclasses.replace(Budget(**rc["budget"]), seed=rc["seed"]))
-    fit_state_dict(model, blob["state_dict"], f"{rc['method']}@{rc['level']:g}")
+    model = fit_state_dict(_replay(base, rc, proxy.train, dry=rc.get("rebuild", "full") == "dry"), blob["state_dict"],
+                           f"{rc['method']}@{rc['level']:g}")
+    if check and "check_logits" in blob:
+        got = logits(model, proxy.eval[:N_CHECK])
+        if not _same(got, blob["check_logits"]):
+            raise RecommendError(f"{path} rebuilt, but its logits differ from those it was written with (max |diff| "
+                                 f"{(got - blob['check_logits']).abs().max():.3g}): the base checkpoint or the package changed")
     return model.eval(), rc
 
 # %% ../nbs/08_recommend.ipynb #14efc6c2
 def _mb(b): return f"{b / 1e6:.3f} MB"
 
 def format_table(df: pd.DataFrame, topk: int | None = None) -> str:
-    "The ranked table as text (method, level, predicted accuracy ± interval, size, ratio, MACs, latency, seconds)."
+    "The table as text: the uncompressed row (when `df.attrs['base']`), then the ranked candidates with predicted accuracy and drop, intervals and accounting."
     d = df if topk is None else df.head(topk)
-    t = pd.DataFrame({"rank": d["rank"], "method": d["method"], "level": d["level"].map("{:g}".format),
-                      "pred acc [interval]": [f"{a:.3f} [{l:.3f}, {h:.3f}]" for a, l, h in zip(d.pred_acc, d.pred_lo, d.pred_hi)],
-                      "size": d["size_bytes"].map(_mb), "ratio": d["compression_ratio"].map("{:.2f}x".format),
-                      "MMACs": (d["macs"] / 1e6).map("{:.2f}".format), "latency ms": d["latency_ms"].map("{:.2f}".format),
-                      "seconds": d["seconds"].map("{:.1f}".format)})
-    if "measured_acc" in d and d["measured_acc"].notna().any(): t["measured acc"] = d["measured_acc"].map("{:.3f}".format)
-    return t.to_string(index=False)
+    verify = "measured_acc" in d and d["measured_acc"].notna().any()
+    base = df.attrs.get("base")
+    f3 = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    rows = []
+    if base:
+        rows.append({"rank": "-", "method": "uncompressed", "level": "-",
+                     "pred acc [interval]": f"{f3(base.get('proxy_acc'))} measured on proxy", "pred drop [interval]": "-",
+                     "size": _mb(base["size_bytes"]), "ratio": "1.00x", "MMACs": f"{base['macs'] / 1e6:.2f}",
+                     "latency ms": f"{base['latency_ms']:.2f}", "seconds": "-", **({"measured acc": f3(base.get("measured_acc"))} if verify else {})})
+    for r in d.to_dict("records"):
+        rows.append({"rank": str(r["rank"]), "method": r["method"], "level": f"{r['level']:g}",
+                     "pred acc [interval]": f"{r['pred_acc']:.3f} [{r['pred_lo']:.3f}, {r['pred_hi']:.3f}]",
+                     "pred drop [interval]": (f"{r['pred_drop']:+.3f} [{r['drop_lo']:+.3f}, {r['drop_hi']:+.3f}]"
+                                              if np.isfinite(r.get("pred_drop", np.nan)) else "-"),
+                     "size": _mb(r["size_bytes"]), "ratio": f"{r['compression_ratio']:.2f}x", "MMACs": f"{r['macs'] / 1e6:.2f}",
+                     "latency ms": f"{r['latency_ms']:.2f}", "seconds": f"{r['seconds']:.1f}",
+                     **({"measured acc": f3(r.get("measured_acc"))} if verify else {})})
+    return pd.DataFrame(rows).to_string(index=False)
+
+def format_timing(timing: dict) -> str:
+    "'where time went' lines, largest first, with the total."
+    total = sum(timing.values())
+    lines = [f"  {s:8.1f} s  {100 * s / total if total else 0:5.1f} %  {k}" for k, s in sorted(timing.items(), key=lambda t: -t[1])]
+    return "\n".join(["where time went:", *lines, f"  {total:8.1f} s  total"])
 
 # %% ../nbs/08_recommend.ipynb #29959f58
-_BUDGET_KEYS = ("recovery_steps", "batch_size", "lr", "train_images", "calib_images", "slim_sparsity_steps", "slim_l1",
-                "slim_shrink", "taylor_batches", "latency_repeats", "latency_threads")
-_FEATURE_KEYS = {"feature_batch": "batch_size", "grad_n": "grad_n", "curvature_n": "curvature_n", "lanczos_k": "lanczos_k",
-                 "lanczos_iter": "lanczos_iter", "trace_matvecs": "trace_matvecs", "proxies": "proxies"}
+FED_BY_DEFAULT = (f"What the model is fed: by default float images (B, 3, H, W) normalised with the data's per-channel mean/std "
+                  f"(an image folder or zip: CIFAR-10's, mean {CIFAR10_MEAN}, std {CIFAR10_STD}; profile:<name> data: the split's), "
+                  "as every model of the pipeline. A model trained on other inputs: --input-range 0-255 (raw pixel values) or 0-1, "
+                  "and/or --input-mean/--input-std (in the units of --input-range): an input adapter in front of the model feeds it "
+                  "(pixels - mean) / std, and the recipe --write-model writes records it.")
 
-def settings_from(params: dict):
-    "(Budget, FeatureSettings) from a profile's 08_recommend parameters."
-    from metacompress.compress import Budget
-    from metacompress.extract import FeatureSettings
-    return (Budget(**{k: params[k] for k in _BUDGET_KEYS if k in params}),
-            FeatureSettings(**{v: params[k] for k, v in _FEATURE_KEYS.items() if k in params}))
+class _Parser(argparse.ArgumentParser):
+    "argparse whose usage errors are one line too (exit status 2, as every user error)."
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr); sys.exit(2)
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    "`--max-size -5MB` -> `--max-size=-5MB`, so that a negative amount reaches the bound check instead of reading as a flag."
+    import re
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and re.match(r"^-\.?\d", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}"); i += 2
+        else: out.append(argv[i]); i += 1
+    return out
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("metacompress-recommend", description="Rank candidate compressions of your model under a constraint, without labelled test data.")
+    p = _Parser("metacompress-recommend", epilog=FED_BY_DEFAULT,
+                                description="Rank candidate compressions of your model under a constraint, without labelled test data.")
     p.add_argument("model", help="zoo:<name> | torchvision architecture | package.module:factory")
-    p.add_argument("--checkpoint", help="state dict of the trained model (weights-only torch file)")
-    p.add_argument("--profile", default="quick", help="profile whose 08_recommend section sets candidates and budgets, and whose committed predictor is used (default: quick)")
+    p.add_argument("--checkpoint", help="state dict of the trained model (weights-only torch file); not with zoo:<name>")
+    p.add_argument("--profile", default="quick", help="profile name, or path of a YAML file, whose 08_recommend section sets candidates and budgets, and whose predictor is used (default: quick, shipped with the package)")
     p.add_argument("--data", help="proxy images: folder/zip (labels optional) | EDM .pt | profile:<name>[:split] (default: profile:<profile>)")
-    p.add_argument("--predictor", help="predictor sidecar JSON (default figures/<profile>/predictor/ideal.json, diffusion.json for an EDM dataset)")
+    p.add_argument("--predictor", help="predictor sidecar JSON (default: figures/<profile>/predictor/ideal.json of the checkout, else the package's copy; diffusion.json for an EDM dataset)")
+    p.add_argument("--input-range", choices=("0-1", "0-255"), help="the pixel range the model was trained on (default: see below)")
+    p.add_argument("--input-mean", help="per-channel mean the model subtracts, one or three numbers (units of --input-range)")
+    p.add_argument("--input-std", help="per-channel std the model divides by, one or three numbers (units of --input-range)")
     p.add_argument("--max-size", help="bytes, or with a unit: 2MB, 500kB"); p.add_argument("--min-ratio", type=float)
     p.add_argument("--max-macs"); p.add_argument("--max-bops")
     p.add_argument("--max-latency-ms", type=float); p.add_argument("--latency-batch", type=int, default=1)
-    p.add_argument("--min-acc", type=float, help="minimum predicted accuracy")
+    p.add_argument("--min-acc", type=float, help="minimum predicted accuracy (a fraction)")
     p.add_argument("--methods", help="comma-separated registry names (default: the profile's)")
-    p.add_argument("--levels", help="all | first (default: the profile's)")
+    p.add_argument("--levels", help="all | first (default: the profile's, all)")
     p.add_argument("--stem", default="imagenet"); p.add_argument("--num-classes", type=int)
     p.add_argument("--base-acc", type=float, help="the uncompressed model's accuracy, when known")
     p.add_argument("--out", help="write the ranked table (.csv or .json)")
-    p.add_argument("--write-model", help="write the chosen compressed model (state dict + recipe)")
-    p.add_argument("--verify", action="store_true", help="also measure the top-k on labelled data")
+    p.add_argument("--final-steps", type=int, default=0, help="after the choice, compress the chosen candidate again with N recovery steps (the ranking stays at the predictor's budget)")
+    p.add_argument("--write-model", help="write the chosen compressed model (state dict + recipe); reload with metacompress.recommend.load_recommended")
+    p.add_argument("--verify", action="store_true", help="also measure the uncompressed model and the top-k on labelled data")
     p.add_argument("--verify-data", help="labelled data for --verify (default: the profile's test split)")
     p.add_argument("--topk", type=int, default=None); p.add_argument("--workers", type=int)
     p.add_argument("--work-dir"); p.add_argument("--force", action="store_true"); p.add_argument("--quiet", action="store_true")
     return p
 
+def _check_args(args) -> None:
+    "Refuse malformed arguments before any work is done."
+    for flag, v, lo in (("--final-steps", args.final_steps, 0), ("--topk", args.topk, 1), ("--workers", args.workers, 1),
+                        ("--num-classes", args.num_classes, 1), ("--latency-batch", args.latency_batch, 1)):
+        if v is not None and v < lo: raise RecommendError(f"{flag} {v} must be at least {lo}")
+    if args.base_acc is not None and not 0 < args.base_acc <= 1:
+        raise RecommendError(f"--base-acc {args.base_acc:g}: pass the uncompressed model's accuracy as a fraction in (0, 1]")
+    if args.out and Path(args.out).suffix not in (".csv", ".json"): raise RecommendError(f"--out {args.out}: name a .csv or .json file")
+    if args.verify_data and not args.verify: raise RecommendError("--verify-data needs --verify")
+
 def run(args) -> pd.DataFrame:
     "The command's work for parsed `args`; returns the ranked table."
-    params = step_params(args.profile, "08_recommend")
-    budget, settings = settings_from(params)
-    if params.get("threads"): torch.set_num_threads(params["threads"])
-    model, meta, recipe = load_user_model(args.model, args.checkpoint, profile=args.profile, stem=args.stem, num_classes=args.num_classes)
-    data = args.data or f"profile:{args.profile}"
-    dargs = {"n": params.get("proxy_n"), "n_train": params.get("train_n")}
-    proxy = load_proxy(data, model, **dargs)
-    # 06_predict writes one predictor per eval source: an EDM dataset is the `diffusion` source, images the `ideal` one
-    src = "diffusion" if proxy.labels == "conditioning" else "ideal"
-    pred = load_checked_predictor(args.predictor or figures_dir(args.profile) / "predictor" / f"{src}.json")
-    cons = Constraint(parse_amount(args.max_size), args.min_ratio, parse_amount(args.max_macs), parse_amount(args.max_bops),
-                      args.max_latency_ms, args.latency_batch, args.min_acc)
-    verify = None
-    if args.verify:
-        if args.verify_data: verify = load_proxy(args.verify_data, model).eval
-        else: verify = proxy.test
-        if verify is None or (args.verify_data and not args.verify_data.startswith("profile:") and read_image_folder(args.verify_data)[1] is None):
-            raise RecommendError("--verify needs labelled data: pass --verify-data <class-folder tree | profile:<name>:test>")
-        if params.get("verify_n"): verify = verify[:params["verify_n"]]
+    timing, say = {}, (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    with clock(timing, "setup: profile, model, predictor"):
+        _check_args(args)
+        try: params = step_params(args.profile, "08_recommend")
+        except ValueError as e: raise RecommendError(str(e).splitlines()[0]) from e
+        if params.get("threads"): torch.set_num_threads(params["threads"])
+        cons = Constraint(parse_amount(args.max_size), args.min_ratio, parse_amount(args.max_macs), parse_amount(args.max_bops),
+                          args.max_latency_ms, args.latency_batch, args.min_acc)
+        ispec = input_spec(args.input_mean, args.input_std, args.input_range)
+        data = args.data or f"profile:{profile_name(args.profile)}"
+        src = "diffusion" if data.endswith(".pt") else "ideal"    # 06_predict: an EDM dataset is the `diffusion` source, images `ideal`
+        model, meta, recipe = load_user_model(args.model, args.checkpoint, profile=args.profile, stem=args.stem, num_classes=args.num_classes)
+        pred = load_checked_predictor(args.predictor or default_predictor(args.profile, src, params))
+        params, budget_from = ranking_params(params, pred)
+        budget, settings = settings_from(params)
+    with clock(timing, "proxy data"):
+        dargs = {"n": params.get("proxy_n"), "n_train": params.get("train_n")}
+        proxy = load_proxy(data, None, **dargs)
+        model = with_input(model, ispec, proxy.eval.mean, proxy.eval.std); recipe["input"] = ispec
+        check_model_on(model, proxy.eval)
+        proxy = proxy.with_pseudo_labels(model)
+        verify = None
+        if args.verify:
+            if args.verify_data:
+                vp = load_proxy(args.verify_data, None)
+                verify = vp.eval if vp.labels == "true" else None
+            else: verify = proxy.test
+            if verify is None: raise RecommendError("--verify needs labelled data: pass --verify-data <class-folder tree | profile:<name>:test>")
+            if params.get("verify_n"): verify = verify[:params["verify_n"]]
+            check_model_on(model, verify, "the model (on the --verify data)")
     methods = args.methods.split(",") if args.methods else params.get("methods", "all")
-    levels = args.levels or params.get("levels", "first")
-    if not args.quiet: print(f"{recipe['spec']}: {len(proxy.eval)} proxy images ({proxy.labels} labels), constraint: {cons.describe()}", file=sys.stderr)
+    levels = args.levels or params.get("levels", "all")
+    say(f"{recipe['spec']}: {len(proxy.eval)} proxy images ({proxy.labels} labels), constraint: {cons.describe()}; "
+        f"input: {'normalised with the data mean/std' if ispec is None else ispec}; predictor {pred.path}; ranking budget from {budget_from}")
+    workers = args.workers or params.get("workers", 1)
     table = recommend(model, proxy, pred, cons, meta=meta, methods=methods, levels=levels, budget=budget, settings=settings,
-                      base_acc=args.base_acc, prefilter_slack=params.get("prefilter_slack", 0.05),
-                      workers=args.workers or params.get("workers", 1), threads=params.get("threads", 1),
-                      seed=params.get("seed", 0), verify=verify, work_dir=args.work_dir, progress=not args.quiet, force=args.force)
+                      base_acc=args.base_acc, prefilter_slack=params.get("prefilter_slack", 0.05), workers=workers,
+                      threads=params.get("threads", 1), seed=params.get("seed", 0), verify=verify, work_dir=args.work_dir,
+                      progress=not args.quiet, force=args.force, timing=timing)
     topk = args.topk or params.get("topk", 10)
     print(format_table(table, topk))
-    pre = table.attrs["prefilter"]
-    print(f"{len(table)} of {table.attrs['n_candidates']} candidates meet the constraint; {int((pre.dropped != '').sum())} dropped before recovery"
-          + ("" if proxy.labels != "pseudo" or args.base_acc else "; no labels: accuracies are relative to the uncompressed model"))
+    pre, base = table.attrs["prefilter"], table.attrs["base"]
+    print(f"{len(table)} of {table.attrs['n_candidates']} candidates meet the constraint; {int((pre.dropped != '').sum())} dropped before recovery; "
+          f"drops are from the uncompressed accuracy {table.attrs['base_acc']:.3f}"
+          + (" (agreement with the uncompressed model: no labels)" if proxy.labels == "pseudo" and not args.base_acc else ""))
+    seed = params.get("seed", 0)
+    final = chosen = None
+    if args.final_steps:
+        with clock(timing, f"final fine-tune of the choice ({args.final_steps} steps)"):
+            chosen, final = final_finetune(model, proxy, table, budget, args.final_steps, seed=seed, verify=verify)
+        print(f"final: {final['method']}@{final['level']:g} after {final['steps']} recovery steps: proxy acc {final['proxy_acc']:.3f}"
+              + (f", measured acc {final['measured_acc']:.3f} (at the ranking budget {table.iloc[0]['measured_acc']:.3f})" if verify is not None else ""))
     if args.out:
         out = Path(args.out); cols = [c for c in table.columns if not c.startswith("f_")]
-        if out.suffix == ".json": save_json(table[cols].to_dict("records"), out)
+        rows = [{**base, "rank": 0}] + table[cols].to_dict("records")
+        if out.suffix == ".json": save_json(rows, out)
         else:
             from metacompress.core import atomic_path
-            with atomic_path(out) as tmp: table[cols].to_csv(tmp, index=False)
+            with atomic_path(out) as tmp: pd.DataFrame(rows)[cols + [c for c in base if c not in cols]].to_csv(tmp, index=False)
     if args.write_model:
-        write_model(args.write_model, table, recipe, proxy, budget, params.get("seed", 0), dargs)
-        print(f"wrote {table.iloc[0]['method']}@{table.iloc[0]['level']:g} to {args.write_model}")
+        with clock(timing, "write the model (and check its rebuild)"):
+            write_model(args.write_model, table, recipe, proxy, budget, seed, dargs, base=model, model=chosen, final=final)
+        print(f"wrote {table.iloc[0]['method']}@{table.iloc[0]['level']:g} to {args.write_model} (reload: metacompress.recommend.load_recommended)")
+    say(format_timing(timing))
+    table.attrs["timing"] = timing
     return table
 
 def main(argv=None) -> int:
     "Console entry point `metacompress-recommend`; user errors print one line and return 2."
-    args = build_parser().parse_args(argv)
+    try: args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2
     try: run(args)
     except RecommendError as e:
         print(f"error: {e}", file=sys.stderr); return 2

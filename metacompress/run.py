@@ -4,20 +4,21 @@
 
 # %% ../nbs/99_run.ipynb #2cd1890a
 from __future__ import annotations
-import argparse, configparser, datetime, functools, hashlib, json, os, platform, re, shutil, subprocess, sys, time
+import argparse, configparser, datetime, functools, hashlib, json, os, platform, re, shutil, signal, subprocess, sys, threading, time
 from pathlib import Path
 
-from .core import (STEPS, PROFILES, figures_dir, get_logger, load_json, profile_dir, project_root, save_json,
-                               step_params)
+from .core import (STEPS, PROFILES, ProfileError, declared_parameters, figures_dir, get_logger, load_json,
+                               profile_dir, project_root, save_json, step_params, validate_profile)
 
 # %% auto #0
-__all__ = ['CHROMIUM_HINT', 'notebook_for', 'declared_parameters', 'parameters_for', 'manifest_path', 'load_manifest',
+__all__ = ['NOISE', 'DEPENDS', 'LATE_NEEDS', 'CHROMIUM_HINT', 'notebook_for', 'parameters_for', 'manifest_path', 'load_manifest',
            'file_sha256', 'settings_requirements', 'requirement_name', 'package_versions', 'hardware', 'git_state',
-           'run_record_path', 'load_run_record', 'update_run_record', 'step_outputs', 'run_step', 'ManifestError',
-           'check_manifest', 'verify_manifest', 'run_all', 'check_sync', 'render_readme', 'readme_figures',
-           'execute_index', 'render_fresh_readme', 'write_readme', 'executed_notebooks', 'notebook_errors',
-           'notebook_title', 'render_page', 'build_docs', 'publish_notebooks', 'find_chromium', 'screenshot',
-           'image_outputs', 'check_site', 'main']
+           'run_record_path', 'load_run_record', 'update_run_record', 'step_outputs', 'step_state', 'step_status_line',
+           'StepFailed', 'Interrupted', 'StepStream', 'usable_cores', 'run_step', 'ManifestError', 'check_manifest',
+           'run_status_lines', 'verify_manifest', 'schedule', 'run_all', 'check_sync', 'render_readme',
+           'readme_figures', 'execute_index', 'render_fresh_readme', 'write_readme', 'executed_notebooks',
+           'notebook_errors', 'notebook_title', 'render_page', 'build_docs', 'publish_notebooks', 'find_chromium',
+           'screenshot', 'image_outputs', 'check_site', 'main']
 
 # %% ../nbs/99_run.ipynb #0e12d8c3
 def notebook_for(step: str) -> Path:
@@ -25,24 +26,13 @@ def notebook_for(step: str) -> Path:
     if step not in STEPS: raise ValueError(f"unknown step {step!r}: choose one of {', '.join(STEPS)} (or 'all')")
     return project_root() / "nbs" / f"{STEPS[step]}.ipynb"
 
-def declared_parameters(nb: Path) -> dict:
-    "The names and default values of a notebook's `parameters`-tagged cell (simple `name = literal` lines)."
-    import ast, json
-    cells = [c for c in json.loads(Path(nb).read_text(encoding="utf-8"))["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1: raise ValueError(f"{nb} must have exactly one cell tagged 'parameters' (found {len(cells)})")
-    out = {}
-    for node in ast.parse("".join(cells[0]["source"])).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out
-
 def parameters_for(step: str, profile: str, force: bool = False) -> dict:
     "What papermill injects: the profile's values, checked against the notebook's declared parameters."
     nb = notebook_for(step)
     declared = declared_parameters(nb)
     params = step_params(profile, STEPS[step])
     unknown = sorted(set(params) - set(declared))
-    if unknown: raise ValueError(f"profile {profile!r} sets {unknown} for {nb.name}, which declares only {sorted(declared)}: fix nbs/profiles/{profile}.yaml")
+    if unknown: raise ProfileError(f"profile {profile!r} sets {unknown} for {nb.name}, which declares only {sorted(declared)}: fix nbs/profiles/{profile}.yaml")
     if force and "force" in declared: params["force"] = True
     # `--engine` / `make ... ENGINE=ray` (the environment variable) overrides the profile for every step that has one
     if os.environ.get("METACOMPRESS_ENGINE") and "engine" in declared: params["engine"] = os.environ["METACOMPRESS_ENGINE"]
@@ -125,14 +115,16 @@ def load_run_record(profile: str) -> dict:
     p = run_record_path(profile)
     return load_json(p) if p.is_file() else {"profile": profile, "steps": {}}
 
-def update_run_record(profile: str, step: str | None = None, **fields) -> dict:
-    "Merge `fields` into the record (into `steps[step]` when a step is named) and write it atomically, under a lock."
+def update_run_record(profile: str, step: str | None = None, merge: bool = False, **fields) -> dict:
+    """Set `fields` in the record (as `steps[step]` when a step is named; merged into that entry when `merge`) and
+    write it atomically, under a lock."""
     import fcntl
     path = run_record_path(profile)
     with open(path.with_name(".run_record.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)      # two steps finishing at once must not lose each other's entry
         rec = load_run_record(profile)
         if step is None: rec.update(fields)
+        elif merge: rec.setdefault("steps", {}).setdefault(step, {}).update(fields)
         else: rec.setdefault("steps", {})[step] = fields
         rec["updated"] = _now()
         save_json(rec, path)
@@ -145,30 +137,164 @@ def step_outputs(step: str, profile: str, manifest: dict | None = None) -> dict:
     d, files = figures_dir(profile), (manifest if manifest is not None else load_manifest()).get(step, [])
     return {f: {"bytes": (d / f).stat().st_size, "sha256": file_sha256(d / f)} for f in files if (d / f).is_file()}
 
+def _alive(pid) -> bool:
+    if not pid: return False
+    try: os.kill(int(pid), 0); return True
+    except ProcessLookupError: return False
+    except PermissionError: return True
+
+def step_state(entry: dict) -> str:
+    "A recorded step's state: ok, failed, interrupted, running (its process still runs); a `running` entry whose process is gone was interrupted."
+    st = entry.get("status", "not recorded")
+    if st == "running" and not (entry.get("host") == platform.node() and _alive(entry.get("pid"))): return "interrupted"
+    return st
+
+def step_status_line(step: str, entry: dict, profile: str) -> str:
+    "One line on how a recorded step ended (e.g. `extract was interrupted at 10 of 20 cells ...`)."
+    st, fix = step_state(entry), f"make {step} PROFILE={profile}"
+    pr = entry.get("progress") or {}
+    at = f" at {pr['n']} of {pr['total']} {pr.get('unit') or pr.get('desc') or 'items'}".rstrip() if pr.get("total") else ""
+    if st == "ok": return f"{step} finished ({entry.get('finished', '?')}, {entry.get('wall_seconds', 0):,.0f} s)"
+    if st == "running": return f"{step} is still running (pid {entry.get('pid')}, started {entry.get('started')})"
+    if st == "interrupted": return f"{step} was interrupted{at} (started {entry.get('started')}): rerun `{fix}` (finished work is kept)"
+    if st == "failed": return f"{step} failed: {entry.get('error', '?')} (traceback in {entry.get('executed', 'its executed notebook')}; fix it, then `{fix}`)"
+    return f"{step}: {st}"
+
 # %% ../nbs/99_run.ipynb #c3f847ea
-def run_step(step: str, profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False) -> Path:
-    "Execute one step's notebook through papermill, recording it in the run record; returns the executed copy's path."
+class StepFailed(RuntimeError):
+    "A step's notebook raised: `str()` is the one line a user sees; `.traceback` the full one (`--verbose` prints it)."
+    def __init__(self, step: str, message: str, notebook: Path | None = None, traceback: str = ""):
+        self.step, self.message, self.notebook, self.traceback = step, message, notebook, traceback
+        super().__init__(f"{step} failed: {message}" + (f" (traceback: {_rel(notebook)})" if notebook else ""))
+
+class Interrupted(BaseException): "SIGTERM, raised in the runner so the run record marks the step interrupted."
+
+def _rel(p) -> str:
+    try: return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError: return str(p)
+
+# Lines every kernel prints that say nothing about the step (no ipywidgets for tqdm.auto; jupyter_client's TCP note)
+NOISE = ("IProgress not found", "from .autonotebook import tqdm as notebook_tqdm", "Kernel is running over TCP without encryption")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_BAR = re.compile(r"^\s*(?P<desc>[^|]*?):?\s*\d+%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+
+class StepStream:
+    """A file-like sink for one output stream of a step's kernel (papermill's `stdout_file` / `stderr_file`): every
+    finished line goes to `out` as `[step] line`; a progress bar redrawn with `\\r` is shown at most every `every`
+    seconds (and its final state), and its last `n/total` goes to `on_progress`."""
+    def __init__(self, step: str, out=None, every: float = 30.0, on_progress=None, show: bool = True):
+        self.step, self.out, self.every, self.on_progress, self.show = step, out, every, on_progress, show
+        self.buf, self.last_bar = "", 0.0
+    def _emit(self, line: str):
+        line = _ANSI.sub("", line).rstrip()
+        if not line.strip() or any(n in line for n in NOISE): return
+        m = _BAR.match(line)
+        if m and self.on_progress: self.on_progress({"desc": m["desc"].strip(), "n": int(m["n"]), "total": int(m["total"])})
+        if self.show: print(f"[{self.step}] {line}", file=self.out or sys.stderr, flush=True)
+    def write(self, text: str):
+        self.buf += text
+        *done, self.buf = self.buf.split("\n")
+        for line in done: self._emit(line.split("\r")[-1] or (line.split("\r")[-2:-1] or [""])[0])
+        if "\r" in self.buf:                                   # a bar being redrawn: its latest state
+            cur = [s for s in self.buf.split("\r") if s.strip()]
+            self.buf = cur[-1] if cur else ""
+            if cur and time.monotonic() - self.last_bar >= self.every:
+                self.last_bar = time.monotonic(); self._emit(cur[-1])
+        return len(text)
+    def flush(self): pass
+    def close(self):
+        if self.buf.strip(): self._emit(self.buf)
+        self.buf = ""
+
+def _wait_for_steps(profile: str, needs: list[str], since: float, step: str, poll: float = 2.0) -> None:
+    "Block until every step in `needs` finished (status ok) in this run (started after `since`); raise if one failed."
+    said = False
+    while True:
+        rec = load_run_record(profile).get("steps", {})
+        states = {n: (step_state(rec[n]) if n in rec and rec[n].get("started_ts", 0) >= since - 1e-3 else "pending") for n in needs}
+        if all(s == "ok" for s in states.values()): return
+        bad = {n: s for n, s in states.items() if s in ("failed", "interrupted")}
+        if bad: raise RuntimeError(f"{step} needs the files of {', '.join(bad)}, which {'/'.join(bad.values())} in this run")
+        if not said: get_logger().info(f"{step}: waiting for {', '.join(n for n, s in states.items() if s != 'ok')} before the cell that reads its files"); said = True
+        time.sleep(poll)
+
+def _engine(hold):
+    "A papermill engine that calls `hold(cell_source)` before each cell starts (the runner's late dependencies)."
+    from papermill.engines import NBClientEngine, papermill_engines
+    class _HoldingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kw):
+            start = nb_man.cell_start
+            def cell_start(cell, cell_index=None, **k):
+                hold(cell.source); return start(cell, cell_index, **k)
+            nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kw)
+    papermill_engines.register("metacompress", _HoldingEngine)
+    return "metacompress"
+
+def _cpu_seconds() -> float:
+    "user + sys CPU seconds of this process and of its finished (waited-for) children, theirs included."
+    import resource
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+def usable_cores() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def run_step(step: str, profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False,
+             wait_for: dict[str, list[str]] | None = None, since: float | None = None, validate: bool = True) -> Path:
+    """Execute one step's notebook through papermill, recording it in the run record; returns the executed copy's path.
+    What the step writes to stderr (warnings, logs, progress bars) reaches the terminal as `[step] ...` lines (stdout
+    too with `log_output`); a failing step raises `StepFailed` (one line: step, message, executed notebook).
+    `wait_for` = `{step: [code patterns]}`: a cell containing a pattern waits until that step finished in this run."""
     import papermill
+    from papermill.exceptions import PapermillExecutionError
     nb = notebook_for(step)
     if not nb.is_file(): raise FileNotFoundError(f"step {step!r} has no notebook yet ({nb})")
+    if validate: validate_profile(profile, [step])
     params = parameters_for(step, profile, force)
     out = profile_dir("runs", profile) / nb.name
-    log = get_logger(); log.info(f"{step}: running {nb.name} with profile {profile!r} -> {out}")
-    entry = {"notebook": nb.name, "started": _now(), "started_ts": time.time(), "parameters": params,
+    log = get_logger(); log.info(f"{step}: running {nb.name} with profile {profile!r} -> {_rel(out)}")
+    entry = {"notebook": nb.name, "executed": _rel(out), "started": _now(), "started_ts": time.time(), "parameters": params,
              "seed": params.get("seed"), "threads": params.get("threads"), "hardware": hardware(),
-             "packages": package_versions(), "git": git_state()}
-    t0 = time.perf_counter()
+             "packages": package_versions(), "git": git_state(), "pid": os.getpid(), "host": platform.node()}
+    update_run_record(profile, step, **entry, status="running")
+    last = {"t": 0.0}
+    def on_progress(pr):
+        if time.monotonic() - last["t"] > 5 or pr["n"] == pr["total"]:
+            last["t"] = time.monotonic(); update_run_record(profile, step, merge=True, progress=pr)
+    streams = [StepStream(step, every=2.0 if log_output else 30.0, on_progress=on_progress, show=log_output),
+               StepStream(step, every=2.0 if log_output else 30.0, on_progress=on_progress)]
+    def hold(src):
+        for other, pats in (wait_for or {}).items():
+            if any(p in src for p in pats): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    def timing():
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+        return dict(finished=_now(), wall_seconds=round(wall, 1), cpu_seconds=round(cpu, 1), cores=usable_cores(),
+                    cpu_utilisation=round(cpu / max(wall * usable_cores(), 1e-9), 3))
     try:
         papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                                   progress_bar=progress, log_output=log_output)
-    except BaseException as e:
-        update_run_record(profile, step, **entry, finished=_now(), wall_seconds=round(time.perf_counter() - t0, 1),
-                          status="failed", error=f"{type(e).__name__}: {str(e)[:500]}")
+                                   progress_bar=progress, log_output=False, stdout_file=streams[0], stderr_file=streams[1],
+                                   engine_name=_engine(hold) if wait_for else None)
+    except PapermillExecutionError as e:
+        for s in streams: s.close()
+        interrupted = e.ename == "KeyboardInterrupt"
+        msg = f"{e.ename}: {' '.join(str(e.evalue).split())}"
+        update_run_record(profile, step, merge=True, **timing(), status="interrupted" if interrupted else "failed", error=msg[:500])
+        raise StepFailed(step, msg, out, "\n".join(_ANSI.sub("", l) for l in e.traceback)) from None
+    except (KeyboardInterrupt, Interrupted):
+        for s in streams: s.close()
+        update_run_record(profile, step, merge=True, **timing(), status="interrupted", error="interrupted (Ctrl-C or SIGTERM)")
         raise
-    wall = time.perf_counter() - t0
-    update_run_record(profile, step, **entry, finished=_now(), wall_seconds=round(wall, 1), status="ok",
-                      outputs=step_outputs(step, profile))
-    log.info(f"{step}: done in {wall:.0f}s")
+    except BaseException as e:
+        for s in streams: s.close()
+        msg = f"{type(e).__name__}: {' '.join(str(e).split())}"
+        update_run_record(profile, step, merge=True, **timing(), status="failed", error=msg[:500])
+        raise StepFailed(step, msg, out if out.is_file() else None) from e
+    for s in streams: s.close()
+    t = timing()
+    update_run_record(profile, step, merge=True, **t, status="ok", outputs=step_outputs(step, profile))
+    log.info(f"{step}: done in {t['wall_seconds']:.0f}s (CPU utilisation {t['cpu_utilisation']:.2f} of {t['cores']} cores)")
     return out
 
 # %% ../nbs/99_run.ipynb #7df54ffb
@@ -185,7 +311,7 @@ def check_manifest(profile: str, since: float | None = None, steps: list[str] | 
         fix = f"make {step} PROFILE={profile} FORCE=1"
         r = rec.get(step)
         if r is None: why = f"step {step!r} has no entry in run_record.json" + ("" if notebook_for(step).is_file() else f" (its notebook nbs/{STEPS[step]}.ipynb does not exist yet)")
-        elif r.get("status") != "ok": why = f"step {step!r} did not finish ({r.get('status')}: {r.get('error', '')[:200]})"
+        elif step_state(r) != "ok": why = f"step {step!r} did not finish: {step_status_line(step, r, profile)}"
         elif since is not None and r["started_ts"] < since - 1e-3: why = f"step {step!r} did not run in this run (last run {r['started']})"
         else: why = None
         for f in files:
@@ -198,37 +324,123 @@ def check_manifest(profile: str, since: float | None = None, steps: list[str] | 
             elif got != file_sha256(p): problems.append(f"stale: {p} changed since its step wrote it ({fix})")
     return problems
 
+def run_status_lines(profile: str, steps: list[str] | None = None) -> list[str]:
+    "One line per recorded step that did not finish (failed, interrupted, still running), e.g. `extract was interrupted at 10 of 20 cells`."
+    rec = load_run_record(profile).get("steps", {})
+    return [step_status_line(s, rec[s], profile) for s in STEPS if s in rec and (steps is None or s in steps) and step_state(rec[s]) != "ok"]
+
 def verify_manifest(profile: str, since: float | None = None, steps: list[str] | None = None) -> None:
-    "Raise `ManifestError` listing every missing or stale file."
-    problems = check_manifest(profile, since, steps)
-    if problems: raise ManifestError(f"{len(problems)} figure/table file(s) of profile {profile!r} missing or stale:\n  " + "\n  ".join(problems))
+    "Raise `ManifestError` listing every step that did not finish and every missing or stale file."
+    status, problems = run_status_lines(profile, steps), check_manifest(profile, since, steps)
+    head = "".join(f"{line}\n" for line in status)
+    if problems: raise ManifestError(f"{head}{len(problems)} figure/table file(s) of profile {profile!r} missing or stale:\n  " + "\n  ".join(problems))
+    if status: raise ManifestError(head.rstrip())
     print(f"manifest: all {sum(len(v) for s, v in load_manifest().items() if steps is None or s in steps)} files of {profile!r} present and written by the recorded run")
 
 # %% ../nbs/99_run.ipynb #1ff01d39
-def run_all(profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False, check: bool = True) -> list[Path]:
-    """`make reproduce`: every step in pipeline order, then the manifest check (raises `ManifestError`).
-    A step whose notebook does not exist yet is skipped with a warning; its files then fail the check."""
+# What each step reads (DEVELOPERS.md's table): a step starts once these finished, beside any other step that is ready.
+# extract reads the splits, the zoo and the generated images, none of compress's tables: it runs beside compress
+DEPENDS = {"data": [], "finetune": ["data"], "generate": ["data"], "compress": ["finetune"],
+           "extract": ["finetune", "generate"], "predict": ["extract"], "evaluate": ["predict"], "recommend": ["predict"]}
+# Files a step reads only late: it starts without them, and the cell that reads them waits until their step finished.
+# (03_generate trains the EDM on the splits alone; the zoo only picks the scoring classifier and the guidance weight.)
+LATE_NEEDS = {"generate": {"finetune": ["load_zoo(", "load_zoo_model("]}}
+
+def _late_needs(step: str) -> dict[str, list[str]]:
+    "The late needs of `step` whose pattern its notebook really contains (a need without one is an ordinary dependency)."
+    src = notebook_for(step).read_text(encoding="utf-8") if notebook_for(step).is_file() else ""
+    return {d: pats for d, pats in LATE_NEEDS.get(step, {}).items() if any(p.replace('"', '\\"') in src for p in pats)}
+
+def schedule(steps: list[str], done: set[str], running: set[str]) -> list[str]:
+    "The steps that may start now, in pipeline order: every dependency (in `steps`) finished; a late one may still run."
+    ready = []
+    for s in steps:
+        if s in done or s in running: continue
+        late = _late_needs(s)
+        if all(d in done or d not in steps or (d in late and (d in running or d in done)) for d in DEPENDS.get(s, []) + list(late)):
+            ready.append(s)
+    return ready
+
+def _forward(pipe) -> None:
+    "Copy a step process's stderr to ours line by line, without the kernels' known noise."
+    for line in pipe:
+        if not any(n in line for n in NOISE): sys.stderr.write(line); sys.stderr.flush()
+
+def _step_cmd(step, profile, force, verbose, since, wait_for) -> list[str]:
+    cmd = [sys.executable, "-c", "from metacompress.run import main; main()", step, "--profile", profile, "--no-progress",
+           "--in-run", "--since", repr(since)]
+    if force: cmd.append("--force")
+    if verbose: cmd.append("--verbose")
+    for d in wait_for: cmd += ["--wait-for", d]
+    return cmd
+
+def run_all(profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False, check: bool = True,
+            jobs: int | None = None) -> list[Path]:
+    """`make reproduce`: every step, each in its own process, `jobs` (default: the usable cores) at a time as soon as
+    its inputs exist (`DEPENDS`, `LATE_NEEDS`), then the manifest check (raises `ManifestError`). The profile is
+    checked whole first. A failing step stops the run (the others running are interrupted) with `StepFailed`.
+    CPU utilisation = (user+sys CPU seconds of the steps' processes, children included) / (wall x cores), per step
+    and overall, goes to the run record. A step whose notebook does not exist yet is skipped with a warning."""
     log, t0, started = get_logger(), time.time(), _now()
     missing = [s for s in STEPS if not notebook_for(s).is_file()]
     if missing: log.warning(f"no notebook yet for step(s) {missing}: skipped")
-    update_run_record(profile, reproduce={"started": started, "started_ts": t0, "status": "running"})
-    done = []
+    steps = [s for s in STEPS if s not in missing]
+    validate_profile(profile, steps)
+    jobs, cores, c0 = max(1, jobs or usable_cores()), usable_cores(), _cpu_seconds()
+    base = {"started": started, "started_ts": t0, "jobs": jobs, "cores": cores}
+    update_run_record(profile, reproduce={**base, "status": "running", "pid": os.getpid(), "host": platform.node()})
+    done, procs, order, failed = set(), {}, [], None
+    def stop_all():
+        "Interrupt the running steps (SIGINT: each stops its cell, its record says interrupted)."
+        for p in procs.values():
+            if p.poll() is None:
+                try: p.send_signal(signal.SIGINT)             # the step interrupts its kernel's cell (see `main`)
+                except ProcessLookupError: pass
+        for p in procs.values():
+            try: p.wait(timeout=60)
+            except subprocess.TimeoutExpired: p.kill(); p.wait()
     try:
-        for s in STEPS:
-            if s not in missing: done.append(run_step(s, profile, force, progress, log_output))
+        while len(done) < len(steps):
+            for s in schedule(steps, done, set(procs))[:max(0, jobs - len(procs))]:
+                late = {d: p for d, p in _late_needs(s).items() if d in steps and d not in done}
+                log.info(f"reproduce: starting {s}" + (f" (its {', '.join(late)} cells wait for {', '.join(late)})" if late else ""))
+                procs[s] = subprocess.Popen(_step_cmd(s, profile, force, log_output, t0, late), env=os.environ.copy(),
+                                            stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+                threading.Thread(target=_forward, args=(procs[s].stderr,), daemon=True).start()
+                order.append(s)
+            time.sleep(0.2)
+            for s, p in list(procs.items()):
+                if p.poll() is None: continue
+                del procs[s]
+                if p.returncode == 0: done.add(s); continue
+                failed, rc = s, p.returncode; break
+            if failed: break
+            if not procs and len(done) < len(steps) and not schedule(steps, done, set()):
+                raise RuntimeError(f"reproduce: no step can start (done {sorted(done)}): check DEPENDS")
+        if failed:
+            stop_all()
+            e = load_run_record(profile)["steps"].get(failed, {})
+            raise StepFailed(failed, e.get("error", f"its process ended with exit status {rc}"), Path(e["executed"]) if e.get("executed") else None)
         problems = check_manifest(profile, since=t0) if check else []
     except BaseException as e:
-        update_run_record(profile, reproduce={"started": started, "started_ts": t0, "finished": _now(), "wall_seconds": round(time.time() - t0, 1),
-                                              "status": "failed", "error": f"{type(e).__name__}: {str(e)[:500]}"})
+        stop_all()
+        wall = time.time() - t0; cpu = _cpu_seconds() - c0
+        update_run_record(profile, reproduce={**base, "finished": _now(), "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                                              "cpu_utilisation": round(cpu / max(wall * cores, 1e-9), 3),
+                                              "status": "interrupted" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "failed",
+                                              "error": f"{type(e).__name__}: {str(e)[:500]}"})
         raise
-    update_run_record(profile, reproduce={"started": started, "started_ts": t0, "finished": _now(), "wall_seconds": round(time.time() - t0, 1),
-                                          "steps": [s for s in STEPS if s not in missing], "skipped": missing,
+    wall = time.time() - t0; cpu = _cpu_seconds() - c0
+    util = round(cpu / max(wall * cores, 1e-9), 3)
+    update_run_record(profile, reproduce={**base, "finished": _now(), "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                                          "cpu_utilisation": util, "steps": steps, "order": order, "skipped": missing,
                                           "status": "ok" if not problems else "manifest failed", "manifest_problems": problems})
     rec = load_run_record(profile)["steps"]
-    print("\n".join(f"  {s:<10} {rec[s]['wall_seconds']:>8.1f} s" for s in STEPS if s in rec and s not in missing))
-    print(f"  {'total':<10} {time.time() - t0:>8.1f} s")
+    print(f"  {'step':<10} {'wall':>9} {'CPU util':>9}")
+    print("\n".join(f"  {s:<10} {rec[s]['wall_seconds']:>7.1f} s {rec[s].get('cpu_utilisation', float('nan')):>9.2f}" for s in steps if s in rec))
+    print(f"  {'total':<10} {wall:>7.1f} s {util:>9.2f}   ({cpu:,.0f} CPU-s on {cores} cores, {jobs} steps at a time)")
     if problems: raise ManifestError(f"{len(problems)} figure/table file(s) of profile {profile!r} missing or stale:\n  " + "\n  ".join(problems))
-    return done
+    return [profile_dir("runs", profile) / f"{STEPS[s]}.ipynb" for s in steps]
 
 # %% ../nbs/99_run.ipynb #1e29596e
 def _tree_state(root: Path) -> str:
@@ -435,16 +647,40 @@ def check_site(index: Path, shots: Path | None = None, chromium: str | None = No
     return out
 
 # %% ../nbs/99_run.ipynb #89e8c5d5
+_SIGNALLED: list = []
+
+def _interrupt_kernels() -> int:
+    "SIGINT to the process group of each child of this process (the kernel: jupyter starts it in a session of its own), as Jupyter's interrupt does."
+    n = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try: pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError): continue
+        if ppid != os.getpid(): continue
+        try: os.killpg(os.getpgid(pid), signal.SIGINT) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGINT); n += 1
+        except (ProcessLookupError, PermissionError): pass
+    return n
+
+def _on_signal(signum, frame):
+    """First Ctrl-C / SIGTERM: interrupt the notebook's running cell, so papermill saves the notebook and the run
+    record marks the step interrupted; a second one (or no kernel yet) stops the runner at once."""
+    _SIGNALLED.append(signum)
+    if len(_SIGNALLED) > 1 or not _interrupt_kernels(): raise Interrupted()
+    print("interrupting the running cell (again to stop at once) ...", file=sys.stderr, flush=True)
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="metacompress-run", description="Run pipeline notebooks through papermill.")
     p.add_argument("step", choices=[*STEPS, "all", "check", "docs", "check-sync", "readme"],
-                   help="a pipeline step; 'all' (every step in order, then the manifest check); 'check' (the manifest check alone); "
+                   help="a pipeline step; 'all' (every step, independent ones side by side, then the manifest check); 'check' (the manifest check alone); "
                         "'docs' (the static site of a run); 'check-sync'; 'readme'")
-    p.add_argument("--profile", default="quick", choices=PROFILES, help="parameter profile (default: quick)")
+    p.add_argument("--profile", default="quick", help=f"parameter profile: {', '.join(PROFILES)} or another nbs/profiles/*.yaml (default: quick)")
     p.add_argument("--force", action="store_true", help="redo finished work instead of resuming (default: off)")
     p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
-    p.add_argument("--verbose", action="store_true", help="stream the notebooks' own output (training bars, logs) to the terminal")
+    p.add_argument("--verbose", action="store_true", help="also stream the notebooks' printed output, progress every 2 s, and a failing step's full traceback")
     p.add_argument("--engine", choices=["local", "ray"], default=None, help="grid engine for the steps that run grids (default: the profile's)")
+    p.add_argument("--jobs", type=int, default=None, help="'all': steps run at the same time at most (default: the usable CPU cores)")
+    p.add_argument("--in-run", action="store_true", help=argparse.SUPPRESS)     # a step started by 'all': it reports failures
+    p.add_argument("--since", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--wait-for", action="append", default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.engine: os.environ["METACOMPRESS_ENGINE"] = a.engine
     if a.step == "check-sync": sys.exit(0 if check_sync() else 1)
@@ -454,7 +690,18 @@ def main(argv: list[str] | None = None) -> None:
         try: verify_manifest(a.profile)
         except ManifestError as e: sys.exit(str(e))
         return
-    if a.step == "all":
-        try: run_all(a.profile, a.force, not a.no_progress, a.verbose)
-        except ManifestError as e: sys.exit(str(e))
-    else: run_step(a.step, a.profile, a.force, not a.no_progress, a.verbose)
+    if a.step != "all":
+        for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, _on_signal)
+    try:
+        if a.step == "all": run_all(a.profile, a.force, not a.no_progress, a.verbose, jobs=a.jobs)
+        else: run_step(a.step, a.profile, a.force, not a.no_progress, a.verbose,
+                       wait_for={d: LATE_NEEDS.get(a.step, {}).get(d, []) for d in a.wait_for}, since=a.since)
+    except ManifestError as e: sys.exit(str(e))
+    except StepFailed as e:
+        if a.verbose and e.traceback: print(e.traceback, file=sys.stderr)
+        if a.in_run: sys.exit(1)                                   # the run that started this step reports it, once
+        print(f"error: {e}", file=sys.stderr); sys.exit(1)
+    except (ProfileError, FileNotFoundError, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr); sys.exit(1)
+    except (KeyboardInterrupt, Interrupted):
+        print(f"interrupted: {a.step} (the run record marks it; rerun to resume)", file=sys.stderr); sys.exit(130)

@@ -210,12 +210,12 @@ def test_slim_shrinks_gamma_and_changes_the_pruned_set(toy):
     b = Budget(recovery_steps=8, batch_size=32, lr=0.05, slim_sparsity_steps=8, calib_images=16, slim_shrink=0.3)
     df, _ = demo_slim(TinyResNetA().eval(), toy, b, level=0.4)
     r = df.set_index("setting")
-    assert r.loc["lambda=slim_lambda", "lambda"] > 100 * b.slim_l1                       # raised to reach the total pull
-    assert r.loc["lambda=slim_lambda", "mean"] < 0.8 * r.loc["lambda=0", "mean"], r     # gamma measurably shrinks
-    assert r.loc["lambda=slim_lambda", "frac_below_1e-1"] > r.loc["lambda=0", "frac_below_1e-1"]
-    assert r.loc["lambda=slim_lambda", "pruned_jaccard_vs_lambda0"] < 0.9, r            # another channel set
+    assert r.loc["lambda=strong", "lambda"] > 100 * b.slim_l1                       # raised to reach the total pull
+    assert r.loc["lambda=strong", "mean"] < 0.8 * r.loc["lambda=0", "mean"], r     # gamma measurably shrinks
+    assert r.loc["lambda=strong", "frac_below_1e-1"] > r.loc["lambda=0", "frac_below_1e-1"]
+    assert r.loc["lambda=strong", "pruned_jaccard_vs_lambda0"] < 0.9, r            # another channel set
     _, rep = compress(TinyResNetA().eval(), "slim", 0.4, toy, b)
-    assert rep["slim_l1"] == r.loc["lambda=slim_lambda", "lambda"] and rep["sparsity_steps"] == 8
+    assert rep["slim_l1"] == r.loc["lambda=strong", "lambda"] and rep["sparsity_steps"] == 8
 
 
 def test_slim_uses_one_global_threshold_on_gamma(toy):

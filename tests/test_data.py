@@ -237,3 +237,56 @@ def test_real_cifar10_cache_and_splits(cifar10_source, ddir):
     assert torch.equal(D.load_splits("q2").ideal.y, s.ideal.y)                  # same seed, same split
     d["data_hash"] = "0" * 16; torch.save(d, cache)                              # a changed cache is noticed
     with pytest.raises(D.DataError, match="changed"): D.load_splits("q")
+
+# ---------------------------------------------------------------- issue 23: caches that notice, 16-bit scaling by rounding
+def test_replaced_folder_image_with_same_size_and_mtime_is_a_new_key(tmp_path):
+    t = D.write_tiny_tree(tmp_path / "t")
+    f = t / "train/cat/000.png"; st = f.stat(); k = D.source_key("tree", t, 8)
+    new = bytearray(f.read_bytes()); new[-20] ^= 0xFF                 # same size, different content
+    f.write_bytes(bytes(new)); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))   # and the old mtime
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert D.source_key("tree", t, 8) != k
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))          # a touch alone keeps the key
+    k2 = D.source_key("tree", t, 8); f.touch(); assert D.source_key("tree", t, 8) == k2
+
+def test_stale_caches_are_reported_and_cleaned(tmp_path, ddir, monkeypatch, capsys):
+    z = tmp_path / "c10.zip"; files = tiny_files(D.CIFAR10_CLASSES, n=1)
+    write_zip(z, files); monkeypatch.setenv(D.ENV_CIFAR10, str(z))
+    D.build_splits("r", n_train=None, n_ideal=5, n_test=5, progress=False)
+    assert D.cache_report() == ([], 0)
+    files["train/cat/0.png"] = png(np.zeros((8, 8, 3), np.uint8)); write_zip(z, files)
+    with pytest.warns(UserWarning, match="1 cache file.*no split file uses.*make clean-cache"):
+        D.build_splits("r", n_train=None, n_ideal=5, n_test=5, progress=False)
+    stale, size = D.cache_report()
+    assert len(stale) == 1 and size == stale[0].stat().st_size > 0
+    assert D.clean_cache() == stale and not stale[0].exists()
+    assert "1 stale cache file(s)" in capsys.readouterr().out
+    D.load_splits("r")                                                  # the cache in use stays
+
+def _png16(a: np.ndarray, filters) -> bytes:
+    "A 16-bit RGB PNG written with the given row filters (0-4), as encoders do (PIL cannot write one)."
+    import struct, zlib
+    raw = [r.astype(">u2").tobytes() for r in a]; bpp = 6; out = b""
+    def paeth(l, u, ul):
+        p = l + u - ul; pa, pb, pc = abs(p - l), abs(p - u), abs(p - ul)
+        return l if pa <= pb and pa <= pc else u if pb <= pc else ul
+    for y, r in enumerate(raw):
+        f = filters[y % len(filters)]; prev = raw[y - 1] if y else bytes(len(r)); row = bytearray()
+        for x in range(len(r)):
+            l = r[x - bpp] if x >= bpp else 0; u = prev[x]; ul = prev[x - bpp] if x >= bpp else 0
+            pred = [0, l, u, (l + u) // 2, paeth(l, u, ul)][f]
+            row.append((r[x] - pred) & 255)
+        out += bytes([f]) + bytes(row)
+    chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", a.shape[1], a.shape[0], 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(out)) + chunk(b"IEND", b""))
+
+def test_16bit_rgb_png_is_scaled_by_rounding():
+    a = np.random.default_rng(0).integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    a[0, 0] = (16383, 65535, 128)                                       # 16383/257 = 63.7: rounds to 64 (truncation gives 63)
+    want = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
+    for filters in ([0], [1], [2], [3], [4], [0, 1, 2, 3, 4]):
+        got = D.decode_bytes(_png16(a, filters), "x16").permute(1, 2, 0).numpy()
+        assert np.array_equal(got, want), filters
+    assert got[0, 0].tolist() == [64, 255, 0]
+    assert D.png_rgb16(png(rgb(1))) is None                             # 8-bit PNGs stay with PIL

@@ -52,13 +52,16 @@ def test_static_erm_and_the_literal_rule():
     c = cells()
     probs = [Problem("m1", min_ratio=1), Problem("m2", min_ratio=1), Problem("m1", min_ratio=2), Problem("m2", min_ratio=2)]
     ranking, gaps = fit_erm(c, probs)
-    # x: .82/.91 best twice (0, 0), absent at ratio>=2 (charged worst: .80-.61=.19, .72-.66=.06) -> mean .0625
-    # y: (.02, .19, 0, 0) -> .0525 ; slim+lsq4: (.21, .25, .19, .06) -> .1775
-    assert ranking == ["y", "x", "slim+lsq4"]
-    assert gaps["y"] == pytest.approx(0.0525) and gaps["x"] == pytest.approx(0.0625) and gaps["slim+lsq4"] == pytest.approx(0.1775)
+    # x: best where it applies (0, 0), a candidate in 2 of 4 problems (>= half the best coverage): first;
+    # y: (.02, .19, 0, 0) -> .0525, learned as the fallback on the two problems x leaves (0, 0); slim+lsq4: .1775
+    assert ranking == ["x", "y", "slim+lsq4"]
+    assert gaps["x"] == pytest.approx(0.0) and gaps["y"] == pytest.approx(0.0525) and gaps["slim+lsq4"] == pytest.approx(0.1775)
+    # a method in too few problems is never first, however good there: x in 1 of 4 (< half of y's 4 of 4)
+    r2, _ = fit_erm(c, probs[:1] + [Problem("m1", min_ratio=2), Problem("m2", min_ratio=2), Problem("m1", min_ratio=2.5)])
+    assert r2[0] == "y"
     m1 = c[c.model == "m1"].reset_index(drop=True)
-    assert method_order(m1, ranking).tolist() == [1, 0, 2]
-    assert method_order(m1, ["slim+lsq4"] + ranking).tolist() == [2, 1, 0]
+    assert method_order(m1, ranking).tolist() == [0, 1, 2]
+    assert method_order(m1, ["slim+lsq4"] + ranking).tolist() == [2, 0, 1]
     # the mildest level that meets the constraint: the larger of two slim+lsq4 cells
     two = pd.concat([m1, m1.iloc[[2]].assign(cell_id="g", f_size_bytes=20.0, level=0.3)], ignore_index=True)
     assert method_order(two, ["slim+lsq4"])[0] == 3
@@ -111,8 +114,15 @@ def test_both_notebooks_on_smoke_reproduce_summary_exactly(tmp_path, monkeypatch
         run_step("predict", "smoke", progress=False); run_step("evaluate", "smoke", progress=False)
         summaries.append(json.loads((tmp_path / "figures/smoke/summary.json").read_text()))
     s = summaries[0]
-    for key in ("n_rows", "n_cells", "n_models", "n_methods", "n_problems", "mae", "top1_gap", "topk_hit", "coverage", "per_source", "seconds"):
+    for key in ("n_rows", "n_cells", "n_models", "n_methods", "n_problems", "mae", "top1_gap", "topk_hit", "coverage", "per_source", "seconds",
+                "contested", "problem_classes", "meta_minus_naive", "meta_minus_calibrated", "ci", "paper_scenario"):
         assert key in s, key
+    b = s["per_source"]["ideal"]
+    assert set(b["coverage"]["random"]) >= {"empirical", "nominal", "width"} and b["coverage"]["random"]["nominal"] == pytest.approx(0.9)
+    assert set(b["problem_classes"]["random"]) == {"contested", "trivial", "hopeless", "open"}
+    assert set(b["meta_minus_naive"]["random"]) == {"mean", "lo", "hi"} and b["meta_minus_naive"]["random"]["lo"] is not None
+    assert set(b["ci"]["random"]["top1_gap"]["meta"]) == {"mean", "lo", "hi"}
+    assert set(s["mae"]) >= {"random", "arch_split", "compr_split", "compr_family"}
     assert set(s["per_source"]) == {"ideal", "none"} and s["n_models"] == 2
     assert set(s["top1_gap"]["random"]) >= {"meta", "erm", "erm_seed_rule", "naive_proxy", "random", "noise_floor"}
     assert set(s["topk_hit"]["random"]["meta"]) == {"1", "3", "5"}
@@ -121,6 +131,76 @@ def test_both_notebooks_on_smoke_reproduce_summary_exactly(tmp_path, monkeypatch
               "predictor/ideal.json", "predictor/ideal.mean.json", "predictor/none.quantile.json"):
         assert (tmp_path / "figures/smoke" / f).is_file(), f
 
+def test_any_model_rule_takes_the_most_accurate_uncompressed_model_and_falls_back():
+    c = cells(y_base_test_acc=[0.99] * 3 + [0.95] * 3); preds = c[["cell_id"]].assign(pred=c.y_test_acc)
+    r = evaluate_fold(c, preds, c.cell_id, c.cell_id, {"ratios": [1, 2]}, n_boot=0).set_index(["scope", "min_ratio"])
+    # ERM ranking x, y, slim: at any/ratio>=1, x on m1 (0.99 uncompressed) -> a .82, not m2's larger d .91
+    assert r.loc[("any", 1.0), "erm_gap"] == pytest.approx(0.91 - 0.82)
+    # at ratio>=2 x has no candidate: fallback y on m1 -> b .80 (oracle .80); rule slim on m1 -> c .61
+    assert r.loc[("any", 2.0), "erm_gap"] == pytest.approx(0.0) and r.loc[("any", 2.0), "erm_seed_rule_gap"] == pytest.approx(0.80 - 0.61)
+    assert r.loc[("m2", 2.0), "erm_gap"] == pytest.approx(0.0)
+
+def test_rank_by_uses_its_tiebreak_and_the_naive_proxy_ties_go_to_the_larger_cell():
+    assert rank_by(np.array([0.5, 0.5, 0.4]), np.array([2.0, 1.0, 0.0])).tolist() == [1, 0, 2]
+    assert rank_by(np.array([0.5, 0.5, np.nan])).tolist() == [0, 1, 2]
+    c = cells(f_src_acc=[0.8, 0.8, 0.6, 0.9, 0.9, 0.2])          # ties on the eval source in both models
+    c.loc[c.cell_id == "b", "y_test_acc"] = 0.70                # the smaller tied cell is the worse one
+    r = evaluate_fold(c, c[["cell_id"]].assign(pred=0.5), c.cell_id, c.cell_id, {"ratios": [1]}, n_boot=0)
+    np.testing.assert_allclose(r.naive_proxy_gap, 0, atol=1e-12)   # larger size first: a (100 B) and d (300 B)
+
+def test_problems_dedup_by_candidate_set_and_caps_come_from_the_scope():
+    c = cells()
+    ps = make_problems(c, {"ratios": [1, 2, 2.5]}, min_candidates=2)     # >= 2 and >= 2.5: the same candidates
+    assert [p for p in ps if p.scope == "m1"] == [Problem("m1", min_ratio=1.0), Problem("m1", min_ratio=2.0)]
+    ps = make_problems(c, {"ratios": [1], "mac_fracs": [0.5]}, min_candidates=2)
+    caps = {p.scope: p.max_macs for p in ps}
+    assert caps == {"m1": 5.0, "m2": 15.0, "any": 15.0}     # half of each scope's own largest cell (m1: 10, m2 and any: 30)
+
+def test_noise_floor_uses_each_candidates_own_n():
+    from scipy.stats import binom
+    p, q, n_q = 0.80, 0.79, 100                     # p measured on a huge set (no noise), q on 100 images
+    flip = float(binom.sf(80, n_q, q) + 0.5 * binom.pmf(80, n_q, q))   # P(X_q / 100 > 0.80), a tie at 0.80 half the time
+    est = noise_floor(np.array([p, q]), np.array([10 ** 8, n_q]), 40000, np.random.default_rng(0))
+    assert est == pytest.approx((p - q) * flip, rel=0.05)
+    assert E.noise_floor(np.array([0.9, 0.5]), np.array([1000, 1000]), 500, np.random.default_rng(0), seed_sd=0.3) > 0.05
+
+def test_problem_classes_topk_and_tau_on_a_known_table():
+    d = pd.DataFrame({"cell_id": list("abcdefgh"), "model": ["m1"] * 4 + ["m2"] * 4, "method": list("wxyz") * 2, "level": [0.5] * 8,
+                      "f_size_bytes": [40., 30, 20, 10] * 2, "f_compression_ratio": [2.] * 8, "f_macs": [1.] * 8, "f_bops": [1.] * 8,
+                      "f_latency_b1_ms": [1.] * 8, "f_src_acc": [0.8, 0.7, 0.6, 0.5, 0.1, 0.2, 0.3, 0.4],
+                      "y_test_acc": [0.80, 0.79, 0.785, 0.5, 0.30, 0.20, 0.25, 0.10], "y_test_n": [10000] * 8,
+                      "y_base_test_acc": [0.9] * 4 + [0.9] * 4})
+    preds = d[["cell_id"]].assign(pred=d.y_test_acc, calibrated_proxy=d.f_src_acc)
+    r = evaluate_fold(d, preds, d.cell_id, d.cell_id, {"ratios": [1]}, n_boot=0, ks=(1, 3, 5)).set_index("scope")
+    assert r.problem_class.to_dict() == {"m1": "contested", "m2": "hopeless", "any": "contested"}
+    assert r.loc["m1", "meta_tau"] == pytest.approx(1.0) and r.loc["m1", "naive_proxy_tau"] == pytest.approx(1.0)
+    assert np.isnan(r.loc["m2", "meta_tau"])                          # tau only on contested problems
+    assert r.loc["m1", "meta_hit3"] == 1.0 and np.isnan(r.loc["m1", "meta_hit5"])   # 4 candidates: no hit@5
+    assert r.loc["any", "calibrated_proxy_gap"] == pytest.approx(0.0)
+    r4 = evaluate_fold(d, preds, d.cell_id, d.cell_id, {"ratios": [1]}, n_boot=0, ks=(4,)).set_index("scope")
+    assert np.isnan(r4.loc["m1", "meta_hit4"]) and np.isnan(r4.loc["m1", "random_hit4"]) and r4.loc["any", "meta_hit4"] == 1.0   # 4 candidates: hit@4 is certain
+    s = summarize_problems(r.reset_index(), ks=(1, 3, 5))
+    assert s["n_problems"] == 2 and s["topk_hit"]["meta"]["5"] == 1.0    # the hopeless one is dropped; hit@5 on `any` only
+
+def test_cluster_bootstrap_interval_shrinks_with_more_models_and_pairs_differences():
+    def rows(n):
+        g = np.random.default_rng(n).uniform(0, 0.04, n)
+        return pd.DataFrame({"scope": [f"m{i}" for i in range(n)], "problem_class": "open", "noise_floor": 0.0,
+                             "meta_gap": g, "naive_proxy_gap": g + 0.01 * (np.arange(n) % 2), "calibrated_proxy_gap": g})
+    ci = {n: E.cluster_bootstrap(rows(n), None, 300, np.random.default_rng(1)) for n in (6, 120)}
+    w = {n: ci[n][("all", "top1_gap", "meta")][1] - ci[n][("all", "top1_gap", "meta")][0] for n in ci}
+    assert w[120] < 0.4 * w[6]
+    se = rows(120).meta_gap.std(ddof=0) / np.sqrt(120)                  # a 95 % interval is about 2 x 1.96 standard errors wide
+    assert 0.75 * 2 * 1.96 * se < w[120] < 1.25 * 2 * 1.96 * se, (w[120], se)
+    lo, hi = ci[120][("all", "meta_minus_naive")]; assert lo < -0.005 < hi and hi < 0
+    assert ci[120][("all", "meta_minus_calibrated")] == (0.0, 0.0)
+    # any-model problems are re-derived from the distinct models drawn
+    seen = []
+    any_rows = lambda models: (seen.append(tuple(models)), pd.DataFrame({"scope": ["any"], "problem_class": ["open"], "noise_floor": [0.0],
+                                                                      "meta_gap": [0.5 * len(models)]}))[1]
+    E.cluster_bootstrap(rows(4), any_rows, 50, np.random.default_rng(0))
+    assert seen and len(seen) == len(set(seen)) and all(len(m) > 1 and list(m) == sorted(set(m)) for m in seen)
+
 def test_fold_scores_the_literal_rule_and_erm_separately():
     c = cells(); preds = c[["cell_id"]].assign(pred=c.y_test_acc)
     r = evaluate_fold(c, preds, c.cell_id, c.cell_id, {"ratios": [1]}, n_boot=0)
@@ -128,3 +208,31 @@ def test_fold_scores_the_literal_rule_and_erm_separately():
     np.testing.assert_allclose(r.erm_gap, 0, atol=1e-12); np.testing.assert_allclose(r.meta_gap, 0, atol=1e-12)
     np.testing.assert_allclose(r.erm_seed_rule_gap, [0.82 - 0.61, 0.91 - 0.66, 0.91 - 0.66])   # slim+lsq4, mildest level
     np.testing.assert_allclose(r.naive_proxy_gap, [0.82 - 0.80, 0.0, 0.0])                      # f_src_acc prefers y on m1
+
+def test_problem_classes_by_their_definitions():
+    pc = E.problem_class
+    assert pc([0.30, 0.40, 0.20], [0.9] * 3) == "hopeless"                # nothing above 0.45
+    assert pc([0.40, 0.30], [0.95, 0.5]) == "trivial"                      # 0.30 > half of its own 0.5: not hopeless
+    assert pc([0.80, 0.79, 0.785, 0.5], [0.9] * 4) == "contested"          # three within 2 pp, the oracle included
+    assert pc([0.80, 0.79, 0.5], [0.9] * 3) == "open"                      # two within 2 pp, runner-up close
+    assert pc([0.80, 0.70, 0.5], [0.9] * 3) == "trivial"                   # the oracle leads by 10 pp
+    assert pc([0.40, 0.39, 0.395], [0.9, 0.7, 0.7]) == "open"              # close, but the oracle is under half its base
+
+def test_erm_learns_each_fallback_on_the_problems_the_methods_before_it_leave():
+    ct = pd.DataFrame({"cell_id": list("abcdefg"), "model": ["m"] * 7, "method": ["x", "x", "y", "y", "z", "z", "w"],
+                       "level": [0.2, 0.5, 0.2, 0.5, 0.2, 0.5, 0.9], "f_size_bytes": [80., 50, 70, 40, 60, 30, 100],
+                       "y_test_acc": [0.90, 0.80, 0.85, 0.84, 0.50, 0.40, 0.95], "f_compression_ratio": 1.0})
+    probs = [Problem("m", max_size_bytes=s) for s in (100, 55, 45, 35)]
+    ranking, gaps = fit_erm(ct, probs)
+    # y: 3 of 4 problems, mean gap .033 (x: 2 of 4, .045; z: 4 of 4, .33; w: 1 of 4, too few to be first);
+    # the only problem y leaves (size <= 35) has z alone: z is y's fallback; w, x follow by mean gap
+    assert ranking == ["y", "z", "w", "x"]
+    assert gaps["y"] == pytest.approx(0.1 / 3) and gaps["z"] == pytest.approx((0.45 + 0.44 + 0.44 + 0) / 4)
+    order = method_order(ct[ct.f_size_bytes <= 35], ranking)
+    assert ct[ct.f_size_bytes <= 35].reset_index(drop=True).cell_id[order[0]] == "f"
+
+def test_seed_spread_is_the_median_per_cell_sd():
+    sp = pd.DataFrame({"model": ["a"] * 6, "method": ["x", "x", "y", "y", "z", "z"], "level": [1.0] * 6,
+                       "seed": [0, 1] * 3, "y_test_acc": [0.50, 0.52, 0.80, 0.80, 0.30, 0.40]})
+    assert E.seed_spread(sp) == pytest.approx(np.std([0.50, 0.52], ddof=1))      # sds 0.014, 0, 0.071: the median
+    assert E.seed_spread(None) == 0.0 and E.seed_spread(sp.iloc[::2]) == 0.0       # one seed per cell: no spread

@@ -31,7 +31,7 @@ def test_folds_are_grouped_and_cover_every_cell_once(syn):
         assert len(tested) == len(set(tested))
         for name, tr, te in folds:
             assert not set(tr) & set(te) and set(tr) | set(te) == set(cells.cell_id)
-        if kind == "compr_split": assert "none" not in [n for n, _, _ in folds] and set(tested) == set(cells.cell_id[cells.method != "none"])
+        if kind.startswith("compr"): assert "none" not in [n for n, _, _ in folds] and set(tested) == set(cells.cell_id[cells.method != "none"])
         else: assert set(tested) == set(cells.cell_id)
     # a split with a single group is skipped, not a crash
     one = make_synthetic_metadata(n_models=1, n_methods=1, n_levels=2, sources=("ideal",))
@@ -39,8 +39,25 @@ def test_folds_are_grouped_and_cover_every_cell_once(syn):
     p, m = cross_validate(one, "ideal", "arch_split", base_params=XGB, grid={})
     assert p.empty and m.empty
 
+STRICT = {"mobilenet1": "preact_resnet", "densenet2": "plain_cnn"}
+
+def _groups(d, kind):
+    c = d.drop_duplicates("cell_id").set_index("cell_id")
+    if kind in ("arch_split", "arch_family_strict"):
+        return c.f_family.map(lambda f: P.STRICT_FAMILIES.get(f, f) if kind == "arch_family_strict" else f)
+    return c.method if kind == "compr_split" else c.f_method_family
+
 @pytest.mark.parametrize("kind", P.SPLITS)
 def test_no_held_out_cell_architecture_or_method_reaches_training_or_tuning(syn, kind, monkeypatch):
+    if kind == "arch_family_strict":     # resnet, preact_resnet and plain_cnn must leave together
+        syn = make_synthetic_metadata(n_models=5, n_methods=3, n_levels=2, sources=("ideal",), seed=3)
+        syn["f_family"] = syn.model.map(STRICT).fillna(syn.f_family)
+    if kind == "compr_family":           # l1_filter and random_channels are both structured pruning: they leave together
+        syn = make_synthetic_metadata(n_models=3, n_methods=6, n_levels=2, sources=("ideal",), seed=3)
+    inner_seen, real_inner = [], P.inner_splits
+    def inner_spy(train, k, *a, **kw):
+        folds = real_inner(train, k, *a, **kw); inner_seen.append((k, train, folds)); return folds
+    monkeypatch.setattr(P, "inner_splits", inner_spy)
     calls = []
     real_train, real_fit, real_lin = P.train_predictor, P.fit_models, P.linear_baseline
     def train_spy(df, *a, **k):
@@ -62,8 +79,25 @@ def test_no_held_out_cell_architecture_or_method_reaches_training_or_tuning(syn,
             assert not set(rows.cell_id) & set(test.cell_id)
             if kind == "arch_split": assert not set(rows.f_family) & set(syn.set_index("cell_id").loc[test.cell_id, "f_family"])
             if kind == "compr_split": assert not set(rows.method) & set(test.method)
+            if kind != "random": assert not set(_groups(syn, kind)[rows.cell_id]) & set(_groups(syn, kind)[test.cell_id])
         tr = members[(members.fold == fold) & (members.role == "train")].cell_id
         assert set(tr) == call["cells"]
+    if kind == "compr_family":
+        assert "structured" in folds and set(preds[preds.fold == "structured"].method) == {"l1_filter", "random_channels"}
+    if kind == "arch_family_strict":
+        assert "resnet_like" in folds
+        held = set(syn.set_index("cell_id").loc[preds[preds.fold == "resnet_like"].cell_id, "f_family"])
+        assert held == {"resnet", "preact_resnet", "plain_cnn"}
+    # the inner tuning / calibration folds are grouped like the outer split whenever the training fold has >= 2 groups
+    assert inner_seen and all(k == kind for k, _, _ in inner_seen)
+    grouped = 0
+    for k, train, folds in inner_seen:
+        g = _groups(train, kind) if kind != "random" else None
+        if kind == "random" or g[~train.drop_duplicates("cell_id").set_index("cell_id").method.eq("none")].nunique() < 2: continue
+        for _, tr, te in folds:
+            assert not set(g[tr]) & set(g[te]), (kind, set(g[tr]) & set(g[te]))
+        grouped += 1
+    assert kind == "random" or grouped > 0
 
 def test_schema_mismatch_is_refused_with_names(tmp_path, syn):
     pred, _ = train_predictor(syn, "ideal", base_params=XGB, grid={}, targets=("acc",))
@@ -112,6 +146,10 @@ def test_scores_and_coverage_on_a_known_table():
     assert s["mae"]["meta"] == pytest.approx(0.075) and s["mae"]["uncompressed"] == pytest.approx(0.15)
     assert s["mae"]["naive_proxy"] == pytest.approx(0.1 / 3) and s["mae"]["linear"] == pytest.approx(0.1)
     assert s["coverage"] == pytest.approx(0.5) and s["target"] == {"acc": 1, "drop": 1}
+    # a target on an interval end is covered (closed interval)
+    ends = p.assign(lo=[0.5, 0.6, 0.7, 0.5], hi=[0.6, 0.7, 0.8, 0.8])
+    assert score_predictions(ends)["coverage"] == 1.0
+    assert score_predictions(ends.assign(hi=[0.5, 0.6, 0.7, 0.79]))["coverage"] == 0.75
 
 def test_intervals_cover_roughly_their_nominal_share(syn):
     p, _ = cross_validate(syn, "ideal", "random", base_params={"n_estimators": 60, "learning_rate": 0.1}, grid={}, k=4, targets=("acc",))
@@ -134,3 +172,31 @@ def test_tuning_scores_each_inner_fold_on_cells_its_fit_never_saw(syn, monkeypat
     for t in range(2):
         held = [set(train.cell_id) - s for s in seen[3 * t: 3 * t + 3]]
         assert all(held) and set().union(*held) == set(train.cell_id) and sum(map(len, held)) == train.cell_id.nunique()
+
+
+def test_conformal_offset_reaches_nominal_coverage_on_synthetic_data():
+    rng = np.random.default_rng(1)
+    for nominal in (0.8, 0.9):
+        x = rng.uniform(0, 1, 6000); y = x + rng.normal(0, 0.05 + 0.1 * x)          # heteroscedastic
+        lo, hi = x - 0.02, x + 0.02                                                   # far too narrow
+        off = P.conformal_offset(y[:3000], lo[:3000], hi[:3000], nominal)
+        cov = np.mean(P.covered(y[3000:], lo[3000:] - off, hi[3000:] + off))
+        assert abs(cov - nominal) <= 0.03, (nominal, cov)
+        assert np.mean(P.covered(y[3000:], lo[3000:], hi[3000:])) < nominal - 0.3    # the raw interval under-covers
+    # too wide an interval is narrowed (a negative offset), and the rank is ceil((n+1) coverage)
+    assert P.conformal_offset(np.zeros(9), -np.ones(9), np.ones(9), 0.9) == -1.0
+    assert P.conformal_offset(np.arange(9.0), np.zeros(9), np.zeros(9), 0.5) == 4.0   # rank ceil(10*0.5)=5 -> 5th smallest
+
+def test_cross_validated_intervals_are_conformal_and_calibrated_proxy_is_monotone(syn):
+    p, _ = cross_validate(syn, "ideal", "random", base_params={"n_estimators": 30, "learning_rate": 0.2}, grid={}, k=3, inner_folds=3)
+    assert (p.lo <= p.lo_raw + 1e-12).all() or (p.conformal_offset < 0).any()
+    s = score_predictions(p)
+    assert {"coverage_raw", "interval_width_median", "interval_width_median_raw"} <= set(s) and "calibrated_proxy" in s["mae"]
+    assert p.conformal_offset.nunique() == p.fold.nunique()          # one offset per training fold
+    np.testing.assert_allclose(p.lo, np.clip(p.lo_raw - p.conformal_offset, 0, 1)); np.testing.assert_allclose(p.hi, np.clip(p.hi_raw + p.conformal_offset, 0, 1))
+    assert (p.conformal_offset != 0).any()
+    # the calibrated proxy: an isotonic map of f_src_acc fitted on the training cells only
+    tr = pd.DataFrame({"f_src_acc": [0.1, 0.2, 0.3, 0.4], "y_test_acc": [0.3, 0.2, 0.6, 0.8]})
+    te = pd.DataFrame({"f_src_acc": [0.15, 0.3, 0.9, np.nan]})
+    np.testing.assert_allclose(P.calibrated_proxy(tr, te)[:3], [0.25, 0.6, 0.8]); assert np.isnan(P.calibrated_proxy(tr, te)[3])
+    assert np.isnan(P.calibrated_proxy(tr.assign(f_src_acc=np.nan), te)).all()

@@ -35,3 +35,59 @@ def test_readme_is_generated_from_index_notebook():
     from metacompress.core import project_root
     from metacompress.run import render_readme
     assert (project_root() / "README.md").read_text(encoding="utf-8") == render_readme(), "README.md is stale: run `make readme`"
+
+# ---------------------------------------------------------------- issue 23: a profile is checked whole before anything runs
+import yaml
+from metacompress.core import ProfileError, profiles_dir, validate_profile
+
+def _mistake(tmp_path, edit, steps=None):
+    prof = yaml.safe_load((profiles_dir() / "smoke.yaml").read_text()); edit(prof)
+    path = tmp_path / "mine.yaml"; path.write_text(yaml.safe_dump(prof))
+    with pytest.raises(ProfileError) as e: validate_profile(path, steps)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg, msg                    # one line, naming the file
+    return msg
+
+@pytest.mark.parametrize("edit, want", [
+    (lambda p: p.__setitem__("01_dta", p.pop("01_data")), "section '01_dta' is not a step: did you mean '01_data'?"),
+    (lambda p: p.__setitem__("finetune", {}), "section 'finetune' is not a step: did you mean '02_finetune'?"),
+    (lambda p: p.pop("03_generate"), "section '03_generate' is missing"),
+    (lambda p: p["01_data"].pop("n_ideal"), "01_data.n_ideal is not set"),
+    (lambda p: p["01_data"].update(n_trian=5), "01_data.n_trian is not a parameter of 01_data.ipynb: did you mean 'n_train'?"),
+    (lambda p: p["02_finetune"].update(pt_steps="two"), "02_finetune.pt_steps = 'two' must be an integer"),
+    (lambda p: p["01_data"].update(n_test=0), "01_data.n_test = 0 must be > 0"),
+    (lambda p: p["01_data"].update(n_train=-3), "01_data.n_train = -3 must be > 0"),
+    (lambda p: p["04_compress"].update(calib_images=-1), "04_compress.calib_images = -1 must be >= 0"),
+    (lambda p: p["02_finetune"].update(epochs=0), "02_finetune.epochs = 0 must be > 0"),
+    (lambda p: p["02_finetune"].update(label_smoothing=1.5), "02_finetune.label_smoothing = 1.5 must be in [0, 1]"),
+    (lambda p: p["01_data"].update(n_ideal=None), "01_data.n_ideal = None must not be null"),
+    (lambda p: p["02_finetune"].update(lr="fast"), "02_finetune.lr = 'fast' must be a number"),
+    (lambda p: p["05_extract"].update(methods=["none", "global_magnitud"]), "has unknown name 'global_magnitud' (did you mean 'global_magnitude'?)"),
+    (lambda p: p["05_extract"].update(sources=["ideal", "difusion"]), "has unknown name 'difusion'"),
+    (lambda p: p["02_finetune"].update(engine="rey"), "02_finetune.engine = 'rey' has unknown name 'rey'"),
+    (lambda p: p["common"].update(sed=1), "common.sed is not a parameter of any step's notebook: did you mean 'seed'?"),
+])
+def test_each_kind_of_profile_mistake_is_one_line(tmp_path, edit, want):
+    msg = _mistake(tmp_path, edit)
+    assert want in msg, msg
+    assert "fix" in msg or "add" in msg or "rename" in msg or "remove" in msg, msg
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in profiles_dir().glob("*.yaml")))
+def test_shipped_profiles_pass_whole(profile):
+    validate_profile(profile, ["data"] if profile == "paper-imagenet" else None)
+
+def test_make_step_refuses_a_bad_profile_before_running(tmp_path, monkeypatch, capsys):
+    "`make data` / `make reproduce` with a misspelled section: exit 1, one line, no step started, nothing recorded."
+    import metacompress.core as core
+    from metacompress.run import main, run_record_path
+    d = tmp_path / "profiles"; d.mkdir()
+    for f in profiles_dir().glob("*.yaml"): (d / f.name).write_text(f.read_text())
+    (d / "quick.yaml").write_text((d / "quick.yaml").read_text().replace("\n01_data:", "\n01_dta:"))
+    monkeypatch.setattr(core, "profiles_dir", lambda: d)
+    monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures")); monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data"))
+    for step in ("data", "all"):
+        with pytest.raises(SystemExit) as e: main([step, "--profile", "quick"])
+        assert e.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "quick.yaml: section '01_dta' is not a step: did you mean '01_data'?" in err[0], err
+    assert not run_record_path("quick").exists()

@@ -1,5 +1,6 @@
-"metacompress-recommend: errors, schema check, pre-recovery filtering, --write-model round trip, end to end on a model the zoo lacks."
-import json
+"""metacompress-recommend: errors, schema check, pre-recovery filtering, --write-model round trip, end to end on a model the zoo
+lacks, the installed package from another directory."""
+import json, os, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,11 @@ def trained(tmp_path_factory):
     return d
 
 
-def args(trained, predictor_path, tmp_path, *extra):
+def args(trained, predictor_path, tmp_path, *extra, levels="first", quiet=True):
+    "The command line of the tests: smoke profile, one level per method unless `levels` (None: the profile's, all)."
     return ["squeezenet1_1", "--checkpoint", str(trained / "sq.pt"), "--profile", "smoke", "--data", str(trained / "imgs"),
-            "--predictor", str(predictor_path), "--methods", SMOKE_METHODS, "--work-dir", str(tmp_path / "work"), "--quiet", *extra]
+            "--predictor", str(predictor_path), "--methods", SMOKE_METHODS, "--work-dir", str(tmp_path / "work"),
+            *(["--levels", levels] if levels else []), *(["--quiet"] if quiet else []), *extra]
 
 
 # ---- constraints ----
@@ -153,8 +156,13 @@ def test_end_to_end_model_not_in_zoo(trained, predictor_path, tmp_path, capsys):
     out = tmp_path / "rank.csv"
     assert R.main(args(trained, predictor_path, tmp_path, "--min-ratio", "1.5", "--max-latency-ms", "1000", "--out", str(out))) == 0
     text = capsys.readouterr().out
-    assert "pred acc [interval]" in text and "candidates meet the constraint" in text
+    assert "pred acc [interval]" in text and "pred drop [interval]" in text and "candidates meet the constraint" in text
+    assert text.splitlines()[1].split()[:2] == ["-", "uncompressed"]              # the table starts with the uncompressed model
     t = pd.read_csv(out)
+    assert t["rank"][0] == 0 and t.method[0] == "uncompressed" and t.compression_ratio[0] == 1
+    base_acc = t.proxy_acc[0]
+    t = t[t["rank"] > 0].reset_index(drop=True)
+    assert np.allclose(t.pred_drop, base_acc - t.pred_acc) and (t.drop_lo <= t.pred_drop + 1e-12).all() and (t.pred_drop <= t.drop_hi + 1e-12).all()
     assert len(t) >= 1 and (t.compression_ratio >= 1.5).all() and (t.latency_ms <= 1000).all()
     assert list(t["rank"]) == list(range(1, len(t) + 1)) and (np.diff(t.pred_acc) <= 1e-12).all()
     assert ((t.pred_lo <= t.pred_acc) & (t.pred_acc <= t.pred_hi)).all()
@@ -165,9 +173,11 @@ def test_write_model_round_trip(trained, predictor_path, tmp_path, capsys):
     path = tmp_path / "chosen.pt"
     assert R.main(args(trained, predictor_path, tmp_path, "--min-ratio", "3", "--write-model", str(path), "--out", str(tmp_path / "r.json"))) == 0
     blob = torch.load(path, weights_only=True)
-    assert set(blob) == {"state_dict", "recipe"}
+    assert set(blob) == {"state_dict", "recipe", "check_logits"}
     model, rc = R.load_recommended(path)
-    best = json.loads((tmp_path / "r.json").read_text())[0]
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows[0]["method"] == "uncompressed"
+    best = rows[1]
     assert (rc["method"], rc["level"]) == (best["method"], best["level"])
     sd = R.load_torch(tmp_path / "work" / "models" / f"{best['method']}_{float(best['level'])}.pt")
     x = torch.randn(4, 3, 32, 32)
@@ -184,7 +194,8 @@ def test_verify_measures_top_k_beside_predictions(trained, predictor_path, tmp_p
     assert R.main(a) == 0
     assert "measured acc" in capsys.readouterr().out
     t = pd.read_csv(out)
-    assert t.measured_acc.between(0, 1).all()
+    assert t.measured_acc.between(0, 1).all() and t.method[0] == "uncompressed"     # the uncompressed model measured too
+    t = t[t["rank"] > 0].reset_index(drop=True)
     from metacompress.extract import logits_of
     model, rc = R.load_recommended(tmp_path / "chosen.pt")           # the written top-1, rebuilt: same accuracy as measured
     v = R.load_proxy(str(trained / "imgs"), model).eval
@@ -209,7 +220,7 @@ def test_ranking_follows_predicted_accuracy(trained, tmp_path):
     model, meta, _ = R.load_user_model("squeezenet1_1", str(trained / "sq.pt"))
     proxy = R.load_proxy(str(trained / "imgs"), model, n=20)
     from metacompress.compress import Budget
-    t = R.recommend(model, proxy, Fake(), R.Constraint(min_ratio=1.0), meta=meta, methods=["none", "svd", "ptq_minmax"],
+    t = R.recommend(model, proxy, Fake(), R.Constraint(min_ratio=1.0), meta=meta, methods=["none", "svd", "ptq_minmax"], levels="first",
                     budget=Budget(recovery_steps=1, batch_size=16, calib_images=16, latency_repeats=1), work_dir=tmp_path / "w", progress=False)
     assert list(t.method) == ["svd", "ptq_minmax", "none"] and list(t["rank"]) == [1, 2, 3]
     assert np.allclose(t.pred_hi - t.pred_acc, 0.1)
@@ -239,3 +250,141 @@ def test_prefilter_slack_keeps_near_misses_only():
     assert kept(0.03, 0.05)[0] and not kept(0.03, 0.0)[0]
     ok, table = kept(0.10, 0.05)
     assert not ok and "size_bytes misses by 10.0%" in table.dropped[0]
+
+
+# ---- the whole level grid by default ----
+def test_default_levels_answer_a_bound_between_two_levels(trained, predictor_path, tmp_path):
+    "A ratio bound that 8-bit PTQ misses by 8 % is answered by the lower bit widths (levels: all, the profile's default), and 8 bits is never recovered."
+    from metacompress.compress import Budget, compress
+    from metacompress.finetune import toy_split
+    model = R.load_user_model("squeezenet1_1", str(trained / "sq.pt"))[0]
+    r8 = compress(model, "ptq_minmax", 8, toy_split(16), R.dry_budget(Budget()))[1]["compression_ratio"]
+    a = args(trained, predictor_path, tmp_path, "--min-ratio", str(1.08 * r8), levels=None)   # beyond the 5 % pre-filter slack
+    a[a.index("--methods") + 1] = "ptq_minmax"
+    t = R.run(R.build_parser().parse_args(a))
+    pre = t.attrs["prefilter"]
+    assert sorted(pre.level) == [2, 3, 4, 6, 8]                                # every level of the method's grid was tried
+    assert "misses" in pre.dropped[pre.level == 8].item() and 8 not in set(t.level)
+    assert set(t.level) == {2.0, 3.0, 4.0, 6.0} and (t.compression_ratio >= 1.08 * r8).all()
+
+
+# ---- bad input: one line, exit status 2, no traceback ----
+def _bad_zip(tmp_path):
+    p = tmp_path / "notzip.zip"; p.write_text("just text"); return p
+
+BAD = {
+    "negative size": (["--max-size", "-5MB"], "--max-size -5e+06 is not a usable bound"),
+    "zero size": (["--max-size", "0"], "--max-size 0 is not a usable bound"),
+    "negative MACs": (["--max-macs", "-1"], "--max-macs -1 is not a usable bound"),
+    "zero ratio": (["--min-ratio", "0"], "--min-ratio 0 is not a usable bound"),
+    "accuracy in percent": (["--min-acc", "80"], "--min-acc 80 is above 1"),
+    "bad amount": (["--max-size", "2 parsecs"], "cannot read amount"),
+    "negative final steps": (["--final-steps", "-3"], "--final-steps -3 must be at least 0"),
+    "bad input mean": (["--input-mean", "0.5,0.5"], "--input-mean '0.5,0.5'"),
+    "bad --out suffix": (["--out", "table.txt"], "name a .csv or .json file"),
+    "missing profile file": (["--profile", "/nowhere/mine.yaml"], "unknown profile '/nowhere/mine.yaml'"),
+    "unknown method": (["--methods", "no_such_method"], "no_such_method"),
+    "bad input range": (["--input-range", "0-100"], "argument --input-range: invalid choice: '0-100'"),
+}
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2(case, trained, predictor_path, tmp_path, capsys):
+    extra, msg = BAD[case]
+    a = args(trained, predictor_path, tmp_path)
+    if extra[0] in a: i = a.index(extra[0]); a[i + 1] = extra[1]; extra = []     # replace, not repeat, a flag args() sets
+    assert R.main(a + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
+
+
+def test_bad_data_and_checkpoint_specs(trained, predictor_path, tmp_path, capsys):
+    "zoo:<name> with --checkpoint is refused (never silently ignored); a text file named .zip is not a traceback."
+    assert R.main(["zoo:resnet20_akamaster", "--checkpoint", str(trained / "sq.pt"), "--profile", "smoke",
+                   "--predictor", str(predictor_path), "--quiet"]) == 2
+    assert "--checkpoint cannot apply to zoo:resnet20_akamaster" in capsys.readouterr().err
+    a = args(trained, predictor_path, tmp_path); a[a.index("--data") + 1] = str(_bad_zip(tmp_path))
+    assert R.main(a) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a readable zip archive" in err[0]
+
+
+def test_help_says_what_the_model_is_fed():
+    h = " ".join(R.build_parser().format_help().split())
+    assert "normalised with the data's per-channel mean/std" in h and "--input-range {0-1,0-255}" in h and "--final-steps" in h
+
+
+# ---- the model's own inputs, the final fine-tune, a file that rebuilds in a fresh process ----
+def test_input_adapter_final_steps_and_fresh_process_reload(trained, predictor_path, tmp_path, capsys):
+    path = tmp_path / "chosen.pt"
+    a = args(trained, predictor_path, tmp_path, "--min-ratio", "3", "--input-range", "0-255", "--input-std", "64",
+             "--final-steps", "3", "--write-model", str(path), quiet=False)
+    assert R.main(a) == 0
+    cap = capsys.readouterr()
+    assert "final: " in cap.out and "after 3 recovery steps" in cap.out and "where time went:" in cap.err and "total" in cap.err
+    blob = torch.load(path, weights_only=True)
+    rc = json.loads(blob["recipe"])
+    assert rc["model"]["input"] == {"range": "0-255", "mean": [0.0, 0.0, 0.0], "std": [64.0, 64.0, 64.0]}
+    assert rc["final"]["steps"] == 3 and rc["budget"]["recovery_steps"] == 3 and rc["ranking_budget"]["recovery_steps"] == 2
+    # a fresh interpreter in another directory rebuilds the model and reproduces the logits it was written with
+    code = ("import sys, torch; from metacompress.recommend import load_recommended, load_proxy; from metacompress.extract import logits_of;"
+            "m, rc = load_recommended(sys.argv[1]); p = load_proxy(rc['data']['spec'], None, n=8);"
+            "torch.save(logits_of(m, p.eval), sys.argv[2]); print(type(m).__name__, rc['rebuild'])")
+    (tmp_path / "elsewhere").mkdir()
+    r = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "logits.pt")], cwd=tmp_path / "elsewhere",
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[0] == "Pretrained"                                 # the adapter is part of the rebuilt model
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), blob["check_logits"], atol=1e-5)
+
+
+# ---- installed means usable anywhere ----
+def test_profile_as_yaml_path_from_another_directory(trained, predictor_path, tmp_path, monkeypatch, capsys):
+    "--profile takes a YAML file of the user's own; the command runs from a directory outside the checkout."
+    from metacompress.core import load_profile
+    prof = load_profile("smoke"); prof["08_recommend"]["predictor"] = "preds/mine.json"; prof["08_recommend"]["topk"] = 1
+    (tmp_path / "preds").mkdir()
+    for f in Path(predictor_path).parent.glob("predictor*.json"): shutil.copy(f, tmp_path / "preds" / f.name.replace("predictor", "mine"))
+    side = json.loads((tmp_path / "preds" / "mine.json").read_text())
+    side["models"] = {k: v.replace("predictor", "mine") for k, v in side["models"].items()}
+    side["extract_budget"] = {"recovery_steps": 1, "source_n": 12}             # the budget the predictor learned under wins
+    (tmp_path / "preds" / "mine.json").write_text(json.dumps(side))
+    import yaml
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(prof))
+    monkeypatch.chdir(tmp_path)
+    a = ["squeezenet1_1", "--checkpoint", str(trained / "sq.pt"), "--profile", "mine.yaml", "--data", str(trained / "imgs"),
+         "--methods", "svd", "--levels", "first", "--work-dir", "work", "--out", "t.csv"]
+    assert R.main(a) == 0
+    err = capsys.readouterr().err
+    assert "preds/mine.json" in err and "ranking budget from the predictor file (proxy_n=12, recovery_steps=1)" in err
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert list(t.method) == ["uncompressed", "svd"]
+
+
+def test_installed_package_works_from_any_directory(tmp_path):
+    "A wheel built from the checkout, unpacked on its own: profiles, manifest and quick predictor come from package data."
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("setup.py", "settings.ini", "README.md"): shutil.copy(root / f, src / f)
+    shutil.copytree(root / "metacompress", src / "metacompress", ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "nbs").mkdir(); shutil.copy(root / "nbs" / "manifest.yaml", src / "nbs"); shutil.copytree(root / "nbs" / "profiles", src / "nbs" / "profiles")
+    shutil.copytree(root / "figures" / "quick" / "predictor", src / "figures" / "quick" / "predictor")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "whl"), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = tmp_path / "site"
+    zipfile.ZipFile(next((tmp_path / "whl").glob("metacompress-*.whl"))).extractall(site)
+    away = tmp_path / "away"; away.mkdir()
+    code = ("import metacompress, sys; from metacompress.core import load_profile, profiles_dir;"
+            "from metacompress.recommend import default_predictor, load_checked_predictor, main;"
+            "print(metacompress.__file__); print(profiles_dir()); print(load_profile('smoke')['08_recommend']['levels']);"
+            "print(default_predictor('quick', 'ideal')); load_checked_predictor(default_predictor('quick', 'diffusion'));"
+            "print(sys.exit(main(['zoo:x', '--checkpoint', 'a.pt', '--profile', 'smoke', '--quiet'])))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METACOMPRESS_")} | {"PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=away, capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout.splitlines()
+    assert r.returncode == 2, (r.stdout, r.stderr[-2000:])                   # the console entry's exit status for a user error
+    assert out[0].startswith(str(site)) and out[1].startswith(str(site)) and out[2] == "all"
+    assert out[3].startswith(str(site)) and out[3].endswith("_figures/quick/predictor/ideal.json")
+    assert r.stderr.strip().splitlines() == ["error: --checkpoint cannot apply to zoo:x: a zoo member is the profile's own fine-tuned model; "
+                                             "drop --checkpoint, or pass the architecture (torchvision name or package.module:factory) with it"]

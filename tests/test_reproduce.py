@@ -75,9 +75,10 @@ def test_readme_numbers_follow_the_files(tmp_path, fresh_readme):
     # summary.json and the run record, once they exist, are rendered: their numbers appear
     (figs / "summary.json").write_text(json.dumps(_fake_summary()))
     (figs / "run_record.json").write_text(json.dumps({"profile": "quick", "steps": {
-        "finetune": {"notebook": "02_finetune.ipynb", "wall_seconds": 1234.5, "threads": 1, "seed": 0, "status": "ok", "finished": "2026-11-29T10:00:00+00:00",
+        "finetune": {"notebook": "02_finetune.ipynb", "wall_seconds": 1234.5, "threads": 1, "seed": 0, "status": "ok", "finished": "2026-11-29T10:00:00+00:00", "cpu_utilisation": 0.5,
                      "hardware": {"cpu_model": "Imaginary CPU 9000", "cpu_cores_usable": 2, "gpu": None, "memory_gib": 7.5}, "packages": {"torch": "9.9.9", "python": "3.11"}}},
-        "reproduce": {"status": "ok", "wall_seconds": 2400.0, "started": "2026-11-29T09:00:00+00:00", "finished": "2026-11-29T09:40:00+00:00"}}))
+        "reproduce": {"status": "ok", "wall_seconds": 2400.0, "started": "2026-11-29T09:00:00+00:00", "finished": "2026-11-29T09:40:00+00:00",
+                      "cpu_utilisation": 0.93}}))
     pd.DataFrame({"cell_id": ["a", "b"], "t_compress": [1.0, 3.0], "t_recovery": [2.0, 2.0], "t_total": [60.0, 66.0]}).to_csv(figs / "extract_timing.csv", index=False)
     pd.DataFrame({"model": ["m"], "constraint": ["ratio >= 2"], "method": ["lsq"], "pred_acc": [0.9], "measured_acc": [0.89]}).to_csv(figs / "recommend_verify.csv", index=False)
     pd.DataFrame({"name": ["m1", "m1", "m1"], "seed": [0, 1, 2], "test_acc": [0.9, 0.9123, 0.8877]}).to_csv(figs / "zoo_seed_spread.csv", index=False)
@@ -88,7 +89,7 @@ def test_readme_numbers_follow_the_files(tmp_path, fresh_readme):
     assert "| m1 | 0.9000 | 0.9123 | 0.8877 | 2.4600 |" in full                     # the zoo's spread, range in pp
     assert "2 cells × 2 seeds (0, 1): test-accuracy range across seeds median 1.50 pp, max 3.00 pp" in full
     for text in ["4,321 rows", "987 compressed cells", "| 1.23 |", "| 24.68 |", "| 0.42 |", "| 0.87 |", "| 3.11 |", "| 4.56 |", "| 5.22 |",
-                 "| diffusion |", "40.0 minutes", "| 1,234 |", "Imaginary CPU 9000", "torch 9.9.9"]:
+                 "| diffusion |", "40.0 minutes", "overall **0.93**; per step: finetune 0.50", "| 1,234 |", "Imaginary CPU 9000", "torch 9.9.9"]:
         assert text in full, f"{text!r} missing from the rendered README"
     assert "not yet generated" not in full
 
@@ -149,7 +150,7 @@ def test_reproduce_runs_steps_in_order_and_checks_the_manifest(tmp_path, monkeyp
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
     _step_nb(root / "nbs" / "01_data.ipynb", "a.txt"); _step_nb(root / "nbs" / "02_finetune.ipynb", "b.txt")
     (root / "nbs" / "manifest.yaml").write_text("data: [a.txt]\nfinetune: [b.txt]\n")
-    (root / "nbs" / "profiles" / "smoke.yaml").write_text("common: {seed: 0}\n")
+    (root / "nbs" / "profiles" / "smoke.yaml").write_text("common: {seed: 0}\n01_data: {write: true}\n02_finetune: {write: true}\n")
     out = run_all("smoke", progress=False)
     assert [p.name for p in out] == ["01_data.ipynb", "02_finetune.ipynb"]
     rec = load_run_record("smoke")
@@ -157,7 +158,7 @@ def test_reproduce_runs_steps_in_order_and_checks_the_manifest(tmp_path, monkeyp
     assert rec["steps"]["data"]["started_ts"] < rec["steps"]["finetune"]["started_ts"]       # pipeline order
     assert rec["steps"]["finetune"]["outputs"]["b.txt"]["bytes"] == len("seed 0") and rec["steps"]["data"]["seed"] == 0
     # rerun with a step that no longer writes its file and a step that did not run: both fail loudly, by name
-    (root / "nbs" / "profiles" / "smoke.yaml").write_text("common: {seed: 0}\n02_finetune: {write: false}\n")
+    (root / "nbs" / "profiles" / "smoke.yaml").write_text("common: {seed: 0}\n01_data: {write: true}\n02_finetune: {write: false}\n")
     (root / "nbs" / "01_data.ipynb").unlink()
     time.sleep(1.5)   # the staleness check allows 1 s of clock slack: the rerun must start later than that
     with pytest.raises(ManifestError) as e: run_all("smoke", progress=False)
