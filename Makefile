@@ -12,7 +12,7 @@ RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 # VERBOSE=1: also the notebooks' printed output and a failing step's full traceback; JOBS=n: steps of `reproduce` side by side
 FLAGS    = $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE)) $(if $(VERBOSE),--verbose)
 
-.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-ray readme lab clean-runs clean-cache $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-eval bench-ray readme lab clean-runs clean-cache $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -48,6 +48,9 @@ $(STEPS): install  ## one step of the pipeline: make data|finetune|generate|comp
 
 bench-ray: install  ## Ray's per-cell overhead against the local pool on toy cells (prints the ratio)
 	$(PYTHON) -c 'from metacompress.ray_engine import bench_main; bench_main()'
+
+bench-eval: install  ## evaluation img/s per zoo member: the grid's logits_of (inference mode, channels-last) over plain no_grad (ratios)
+	$(PYTHON) -c 'from metacompress.bench import eval_main; eval_main()'
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
 	$(PYTHON) -c 'from metacompress.bench import main; main()'

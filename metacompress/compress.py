@@ -25,8 +25,8 @@ log = get_logger("metacompress.compress")
 
 # %% auto #0
 __all__ = ['log', 'KNOWN_FAILURES', 'LEVEL_KINDS', 'METHODS', 'PROVIDERS', 'MP_BITS', 'CSV_COLUMNS', 'CACHE_VERSION', 'Budget',
-           'NotApplicable', 'known_failure', 'Context', 'reestimate_bn', 'Method', 'register', 'get_method',
-           'no_compression', 'conv_linear', 'conv_channels', 'weight_sparsity', 'TinyNet', 'InputAdapter',
+           'NotApplicable', 'known_failure', 'Context', 'reestimate_bn', 'bn_augmentation', 'Method', 'register',
+           'get_method', 'no_compression', 'conv_linear', 'conv_channels', 'weight_sparsity', 'TinyNet', 'InputAdapter',
            'TinyResNetA', 'weight_storage_bits', 'size_report', 'mac_report', 'measure_latency', 'accounting',
            'finalize_pruning', 'global_magnitude', 'layer_magnitude', 'random_unstructured', 'agp_sparsity', 'agp',
            'l1_filter', 'group_norm', 'fpgm', 'taylor', 'random_channels', 'onecycle_lr_sum', 'slim_lambda',
@@ -96,6 +96,7 @@ class Context:
     steps: dict = field(default_factory=lambda: {"recovery": 0})
     extra: dict = field(default_factory=dict)   # e.g. 'int8': the deployed int8 model
     teacher: nn.Module | None = None             # the uncompressed model (distillation target of the recovery)
+    bn_augment: bool = True                      # adaptive BN on augmented images (see `bn_augmentation`)
 
     def recover(self, model: nn.Module, steps: int | None = None, *, extra_loss=None, phase: str = "recovery") -> nn.Module:
         """Recover `model` in place after a change of structure or numerics: `steps` (default: the budget's) of the
@@ -109,7 +110,7 @@ class Context:
                         device=b.device, progress=False, desc=phase, extra_loss=extra_loss, bn_eval=True,
                         label_smoothing=b.label_smoothing, **kd)
             model.cpu().eval()
-        reestimate_bn(model, self.data, b.bn_images, seed=b.seed)
+        reestimate_bn(model, self.data, b.bn_images, seed=b.seed, augment=self.bn_augment)
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
         self.steps[phase] = self.steps.get(phase, 0) + steps
         return model
@@ -117,14 +118,16 @@ class Context:
 def _bns(model): return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 @torch.no_grad()
-def reestimate_bn(model: nn.Module, data: Split, n_images: int = 1024, batch_size: int = 128, seed: int = 0) -> nn.Module:
+def reestimate_bn(model: nn.Module, data: Split, n_images: int = 1024, batch_size: int = 128, seed: int = 0,
+                  augment: bool = True) -> nn.Module:
     """Adaptive BatchNorm (Li et al. 2020, EagleEye, Sec. 3.2): reset every BatchNorm's running statistics and
     re-estimate them as the cumulative average (momentum None) over the first `n_images` of `data`, with only the
     BatchNorm layers in train mode (quantisers' ranges and dropout stay as in eval); no gradient, weights untouched.
     A pruned, factorised or quantised network's activations no longer match the statistics the uncompressed one
-    collected; this alone brings many collapsed candidates back. The images get the training augmentation
-    (`augment_batch`, seeded): the zoo's statistics were collected on augmented images, and clean ones move them
-    (on ResNet-20 the variances by ~6 %, costing 3 points of the uncompressed model's accuracy). `n_images` 0: nothing."""
+    collected; this alone brings many collapsed candidates back. `augment`: the images get the training
+    augmentation (`augment_batch`, seeded), else they are used as they are. Which one is right depends on how the
+    network was trained (statistics collected on padded crops, or on resized crops that look like clean images):
+    `bn_augmentation` decides it per network. `n_images` 0: nothing."""
     bns = _bns(model); n = min(int(n_images), len(data))
     if not bns or n <= 0: return model
     was = model.training; model.eval(); device = next(model.parameters()).device
@@ -132,10 +135,26 @@ def reestimate_bn(model: nn.Module, data: Split, n_images: int = 1024, batch_siz
     for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
     g = torch.Generator().manual_seed(seed)
     for i in range(0, n, batch_size):
-        x = augment_batch(data.x[i:min(i + batch_size, n)], g)
+        x = data.x[i:min(i + batch_size, n)]
+        if augment: x = augment_batch(x, g)
         model(normalize(x.to(device), data.mean, data.std))
     for m in bns: m.momentum = momenta[m]
     return model.train(was)
+
+_BN_AUGMENT: dict = {}   # per process: (model name, data size, n_images, seed) -> bn_augmentation's answer
+
+@torch.no_grad()
+def bn_augmentation(model: nn.Module, data: Split, n_images: int = 1024, seed: int = 0, held: int = 256) -> bool:
+    """Should adaptive BN see augmented (True) or clean (False) training images for this network? Both
+    re-estimations are tried on the *uncompressed* model; the one whose statistics give the lower cross-entropy on
+    `held` other, clean training images wins (chosen on training data only). Pad-and-crop-trained ResNets want
+    augmented images (clean ones move their variances by ~6 %); networks trained on resized crops want clean ones."""
+    n = min(int(n_images), len(data)); h = data[n:n + held] if len(data) > n else data[:held]
+    loss = {}
+    for aug in (True, False):
+        m = reestimate_bn(copy.deepcopy(model), data, n, seed=seed, augment=aug).eval()
+        loss[aug] = float(F.cross_entropy(m(h.inputs()), h.y))
+    return loss[True] <= loss[False]
 
 # %% ../nbs/04_compress.ipynb #a5b86cb2
 LEVEL_KINDS = {"none": "no compression (level 0)", "sparsity": "fraction of conv/linear weights set to zero",
@@ -740,7 +759,13 @@ def compress(model: nn.Module, method: str, level, data: Split, budget: Budget |
     before = conv_channels(model)
     lat = dict(repeats=budget.latency_repeats, warmup=budget.latency_warmup, threads=budget.latency_threads, input_size=size)
     if base is None: base = accounting(model, **lat)
-    ctx = Context(data, budget, calib_x, teacher=copy.deepcopy(model) if budget.kd_alpha > 0 else None)
+    key = (name or None, len(data), budget.bn_images, budget.seed)   # one choice per named network and data
+    if budget.bn_images <= 0 or not _bns(model): aug = True
+    elif key[0] is not None and key in _BN_AUGMENT: aug = _BN_AUGMENT[key]
+    else:
+        aug = bn_augmentation(model, data, budget.bn_images, budget.seed)
+        if key[0] is not None: _BN_AUGMENT[key] = aug
+    ctx = Context(data, budget, calib_x, teacher=copy.deepcopy(model) if budget.kd_alpha > 0 else None, bn_augment=aug)
     set_seed(budget.seed)
     t0 = time.perf_counter()
     try:
@@ -769,7 +794,7 @@ def compress(model: nn.Module, method: str, level, data: Split, budget: Budget |
               "compression_ratio": base["size_bytes"] / acc["size_bytes"],
               "macs_ratio": base["macs"] / max(1, acc["macs"]), "params_ratio": base["params"] / max(1, acc["params"]),
               "runtime": runtime, "seconds": seconds, "seconds_compress": seconds - rec, "seconds_recovery": rec,
-              "recovery_steps": ctx.steps["recovery"], "int8_ranges": extra.pop("int8_ranges", ""),
+              "recovery_steps": ctx.steps["recovery"], "bn_augmented": ctx.bn_augment, "int8_ranges": extra.pop("int8_ranges", ""),
               **{k: info[k] for k in _INFO_COLUMNS if k in info}}
     if int8 is not None:
         ref = accounting(ctx.extra["fp32_ref"], **lat)            # the same network in float, BN folded

@@ -300,7 +300,8 @@ def curvature_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Fe
 # %% ../nbs/05_extract.ipynb #4bfc7a9c
 def logits_of(model: nn.Module, split: Split, batch_size: int = 256) -> torch.Tensor:
     """Logits (float32, CPU) of `model` in eval mode on every image of `split` (`Split.inputs()` input), under
-    `torch.inference_mode` in channels-last memory layout (`make bench-eval`: faster on the zoo's members on a CPU).
+    `torch.inference_mode` in channels-last memory layout (faster on a CPU for the zoo's
+    conv nets but tiny LeNet; `make bench-eval` prints the ratios).
     The layout changes outside inference mode, so the model's parameters stay ordinary tensors (gradient features
     train on it next) and it is handed back in the default layout."""
     if not len(split): return torch.empty(0)

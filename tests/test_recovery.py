@@ -133,3 +133,26 @@ def test_csr_column_index_sized_by_columns():
     assert bits == 12 * (8 + 10) + 32 * (4 + 1)
     w2 = torch.zeros(1000, 4); w2[:3, :] = 1.0                           # the transpose: 2-bit column indices
     assert weight_storage_bits(w2, 8)[0] == min(12 * (8 + 2) + 32 * 1001, 4000 + 12 * 8)
+
+
+def test_bn_augmentation_picks_the_lower_held_out_loss(trained):
+    "The adaptive-BN image mode is chosen on clean held-out training images, by loss (training data only)."
+    from metacompress.compress import bn_augmentation
+    net, data, _ = trained
+    got = bn_augmentation(net, data, 64, seed=0, held=128)
+    h = data[64:192]; loss = {}
+    for aug in (True, False):
+        m = reestimate_bn(copy.deepcopy(net), data, 64, seed=0, augment=aug).eval()
+        with torch.no_grad(): loss[aug] = float(F.cross_entropy(m(h.inputs()), h.y))
+    assert loss[True] != loss[False]
+    assert got == (loss[True] <= loss[False])
+
+
+def test_reestimate_bn_without_augmentation_uses_the_images_as_they_are(trained):
+    net, data, _ = trained; m = copy.deepcopy(net)
+    reestimate_bn(m, data, 64, augment=False)
+    bn = next(b for b in m.modules() if isinstance(b, nn.BatchNorm2d)); got = []
+    h = bn.register_forward_hook(lambda mod, i, o: got.append(i[0].detach()))
+    with torch.no_grad(): m.eval()(data.inputs(slice(0, 64)))
+    h.remove()
+    torch.testing.assert_close(bn.running_mean, got[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
