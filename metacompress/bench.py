@@ -49,9 +49,8 @@ def bench_eval(names=None, n: int = 256, repeats: int = 3) -> list[dict]:
     """Images/s of evaluating each pretrained zoo member (`cifar_zoo`, one torch thread as in the grid) the old way
     (`torch.no_grad`, default layout) and the grid's way (`extract.logits_of`: inference mode, channels-last), median of
     `repeats` interleaved runs on `n` images, and their ratio."""
-    from .cifar_zoo import MEMBERS, get_member
-    from .data import Split
-    from .extract import logits_of
+    from metacompress.cifar_zoo import MEMBERS, get_member
+    from metacompress.extract import logits_of
     torch.set_num_threads(1)
     split = toy_split(n, seed=2); rows = []
     for name in names or list(MEMBERS):
