@@ -17,7 +17,8 @@ import torch.nn.utils.prune as prune
 from tqdm.auto import tqdm
 
 from .core import (atomic_path, figures_dir, get_logger, load_json, profile_dir,
-                               save_json, set_module, set_seed)
+                               save_json, set_module, set_seed, tensor_hash)
+from .grid import fingerprint
 from .data import Split, augment_batch, load_splits, normalize
 from .finetune import evaluate, last_linear, load_zoo_model, train_model
 
@@ -1036,8 +1037,15 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
         plot_recovery_curve(curve, out / "recovery_curve.png")
     else:
         variants = [{"recovery_steps": int(s)} for s in curve_steps] + ([dict(curve_kd)] if curve_kd else [])
-        curve = recovery_curve({a: load_zoo_model(profile, a)[0] for a in curve_models}, [tuple(c) for c in curve_cells],
-                               variants, data, test, budget, progress=progress)
+        zoo_meta = {a: {k: v for k, v in load_zoo_model(profile, a)[1].items() if "seconds" not in k and "per_s" not in k} for a in curve_models}
+        key = fingerprint(CACHE_VERSION, zoo_meta, [list(c) for c in curve_cells], variants, asdict(budget),
+                          tensor_hash(test.x, test.y), tensor_hash(data.x[:64], data.y))
+        cached = profile_dir("compress", profile) / f"recovery_curve.{key}.csv"   # resumable: the curve is the step's longest part
+        if cached.is_file(): curve = pd.read_csv(cached)
+        else:
+            curve = recovery_curve({a: load_zoo_model(profile, a)[0] for a in curve_models}, [tuple(c) for c in curve_cells],
+                                   variants, data, test, budget, progress=progress)
+            with atomic_path(cached) as tmp: curve.to_csv(tmp, index=False, float_format="%.5g")
         with atomic_path(out / "recovery_curve.csv") as tmp: curve.to_csv(tmp, index=False, float_format="%.5g")
         plot_recovery_curve(curve, out / "recovery_curve.png")
     return {"catalogue": cat, "applicability": probe, "demo": demo, "curve": curve}
