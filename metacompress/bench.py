@@ -8,8 +8,9 @@ __all__ = ['bare_step_rate', 'bench_data_path', 'main', 'bench_eval', 'eval_main
 # %% ../nbs/98_bench.ipynb #162d3d08
 import argparse, statistics, time
 import torch, torch.nn.functional as F
-from .finetune import build_model, toy_split, train_model
+from .finetune import build_model, train_model
 from .data import normalize
+from .testing import toy_split   # bench is no step: it may use the test data
 
 def bare_step_rate(model, x, y, steps: int) -> float:
     "Images/s of forward + backward + SGD step on one fixed, already normalised batch."

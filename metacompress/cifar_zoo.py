@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_cifar_zoo.ipynb #15cb62ae
 from __future__ import annotations
-import hashlib, os
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import load_torch
+from .core import file_sha256, load_torch, register_names
 
 # %% auto #0
 __all__ = ['GOOGLENET_BLOCKS', 'ENV_WEIGHTS', 'MEMBERS', 'FAMILIES', 'CHECKSUMS', 'IMAGENET_STATS', 'CIFAR_STATS', 'LL_STATS',
@@ -22,7 +22,7 @@ __all__ = ['GOOGLENET_BLOCKS', 'ENV_WEIGHTS', 'MEMBERS', 'FAMILIES', 'CHECKSUMS'
            'CifarResNet', 'UvaResBlock', 'UvaResNet', 'InceptionBlock', 'SmallGoogleNet', 'DenseLayer', 'DenseBlock',
            'Transition', 'SmallDenseNet', 'LeNet', 'Member', 'register', 'resnet20_uvadlc', 'preact_resnet20_uvadlc',
            'googlenet_uvadlc', 'densenet_uvadlc', 'resnet56_lossland', 'plain56_lossland', 'resnet20_pyhessian',
-           'lenet_captum', 'weights_dir', 'get_member', 'sha256_file', 'member_path', 'source_state_dict', 'source_net',
+           'lenet_captum', 'weights_dir', 'get_member', 'member_path', 'source_state_dict', 'source_net',
            'weights_source', 'load_member']
 
 # %% ../nbs/02a_cifar_zoo.ipynb #108c1f6e
@@ -237,6 +237,10 @@ CHECKSUMS = {
     "pyhessian-resnet20.pt": "540b6fa4571068396e1e95c9159b14449dc2d18fa120476b209834b38214a719",
 }
 
+# profile checks (core.validate_profile) learn the zoo members from here
+register_names(("pretrained",), lambda: MEMBERS, {"all"}); register_names(("spread_members",), lambda: MEMBERS)
+
+
 # %% ../nbs/02a_cifar_zoo.ipynb #6cfaa98f
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -301,19 +305,13 @@ def get_member(name: str) -> Member:
     if name not in MEMBERS: raise ValueError(f"unknown zoo member {name!r}; registered: {', '.join(sorted(MEMBERS))}")
     return MEMBERS[name]
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 def member_path(name: str, folder: str | Path | None = None) -> Path:
     "The member's file, checksum verified."
     m = get_member(name)
     path = Path(folder) if folder is not None else weights_dir()
     path = path / m.file
     if not path.is_file(): raise FileNotFoundError(f"{m.file} (zoo member {name}) is not in {path.parent}: set ${ENV_WEIGHTS} to the folder that holds it")
-    got, want = sha256_file(path), CHECKSUMS[m.file]
+    got, want = file_sha256(path), CHECKSUMS[m.file]
     if got != want: raise ValueError(f"{path} has SHA-256 {got}, expected {want}: the file is damaged or not the published one; "
                                      f"replace it with the original in ${ENV_WEIGHTS}")
     return path

@@ -13,11 +13,11 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILES', 'STEPS', 'SECTIONS', 'PARAM_TYPES', 'PARAM_RANGES', 'PARAM_REGISTRIES', 'PARAM_NULLABLE', 'package_dir',
-           'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'ProfileError', 'profiles_dir', 'profile_path',
-           'load_profile', 'step_params', 'notebook_path', 'declared_parameters', 'validate_profile', 'set_seed',
-           'get_device', 'get_logger', 'loud_warning', 'atomic_path', 'save_json', 'load_json', 'save_torch',
-           'load_torch', 'set_module', 'tensor_hash']
+__all__ = ['PROFILES', 'STEPS', 'SECTIONS', 'PARAM_TYPES', 'PARAM_RANGES', 'NAME_KEYS', 'PARAM_REGISTRIES', 'PARAM_NULLABLE',
+           'package_dir', 'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'ProfileError', 'profiles_dir',
+           'profile_path', 'load_profile', 'step_params', 'notebook_path', 'declared_parameters', 'register_names',
+           'validate_profile', 'set_seed', 'get_device', 'get_logger', 'loud_warning', 'atomic_path', 'save_json',
+           'load_json', 'save_torch', 'load_torch', 'set_module', 'tensor_hash', 'file_sha256']
 
 # %% ../nbs/00_core.ipynb #bb279941
 def _is_checkout(d: Path) -> bool:
@@ -141,21 +141,15 @@ PARAM_RANGES = [
      lambda v: 0 <= v <= 1, "in [0, 1] (a probability or fraction)"),
     (r"(^|_)(lr|learning_rate|sigma_min|sigma_max|rho|halflife_kimg|ema_rampup|ratios)$", lambda v: v > 0, "> 0"),
 ]
-# Names that must be in a registry: key -> (function giving the valid names, names also allowed)
-def _method_names():
-    from metacompress import compress
-    if hasattr(compress, "_load_providers"): compress._load_providers()   # quantisation schemes register themselves lazily
-    return compress.METHODS
-def _source_names():
-    from metacompress.extract import SOURCES
-    return SOURCES
-def _member_names():
-    from metacompress.cifar_zoo import MEMBERS
-    return MEMBERS
-PARAM_REGISTRIES = {"methods": (_method_names, {"all"}), "spread_methods": (_method_names, set()),
-                    "sources": (_source_names, {"all"}), "headline_source": (_source_names, set()),
-                    "pretrained": (_member_names, {"all"}), "spread_members": (_member_names, set()),
-                    "engine": (lambda: ("local", "ray"), set())}
+# Names that must be in a registry: key -> (function giving the valid names, names also allowed). The modules that own
+# the names register them (compress: methods, features: eval sources, cifar_zoo: zoo members), so core imports no step;
+# `metacompress.run` imports all three, so every check `make` runs sees every registry.
+NAME_KEYS = ("methods", "spread_methods", "sources", "headline_source", "pretrained", "spread_members")
+PARAM_REGISTRIES = {"engine": (lambda: ("local", "ray"), set())}
+
+def register_names(keys, names, also=()) -> None:
+    "Tell profile checks the valid names of the parameters `keys`: `names()` gives them when asked; `also`: extra allowed words."
+    for k in keys: PARAM_REGISTRIES[k] = (names, set(also))
 # Keys whose shipped values are never null although the notebook takes null (say what null means in smoke.yaml's comment)
 PARAM_NULLABLE = {"n_real", "threads"}   # threads: null keeps torch's default (DEVELOPERS.md)
 
@@ -227,6 +221,8 @@ def validate_profile(profile: str | Path, steps=None) -> dict[str, dict[str, Any
     their registries. `steps` (step or notebook names; None: every step with a notebook) are about to run: their
     sections and keys must all be there. Raises `ProfileError`: one line naming the file, section, key and fix."""
     import difflib
+    if (missing := [k for k in NAME_KEYS if k not in PARAM_REGISTRIES]):
+        warnings.warn(f"profile check without the name registries of {missing}: import metacompress.run (it imports their owners) first")
     path = profile_path(profile); shown = _shown(path)
     prof = load_profile(profile)
     have = [s for s in STEPS.values() if notebook_path(s).is_file()]
@@ -341,3 +337,10 @@ def tensor_hash(*tensors: torch.Tensor, n: int = 16) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{tuple(t.shape)}{t.dtype}".encode()); h.update(t.numpy().tobytes())
     return h.hexdigest()[:n]
+
+def file_sha256(path: str | Path) -> str:
+    "Hex sha256 of a file's bytes, read in 1 MiB chunks (checkpoints, datasets, predictor files)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()

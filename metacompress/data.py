@@ -4,25 +4,32 @@
 
 # %% ../nbs/01_data.ipynb #9127b3f4
 from __future__ import annotations
-import hashlib, io, json, os, pickle, zipfile
+import hashlib, inspect, io, json, os, pickle, struct, zipfile, zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import torch
+import torchvision
+import torchvision.datasets as tvd
 import numpy as np
 from PIL import Image
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-from .core import data_dir, get_logger, load_torch, loud_warning, project_root, save_torch, tensor_hash
+from .core import (atomic_path, data_dir, figures_dir, get_logger, load_torch, loud_warning, project_root, save_torch,
+                               tensor_hash)
+from .settings import StepSettings
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'CIFAR10_MEAN', 'CIFAR10_STD', 'ENV_CIFAR10', 'IMAGE_SUFFIXES', 'INDEX_INTO', 'DATASET_SOURCES',
            'DataError', 'Split', 'Splits', 'normalize', 'augment_batch', 'batches', 'png_rgb16', 'decode_bytes',
-           'check_member_name', 'is_os_metadata', 'tree_layout', 'read_image_tree', 'write_tiny_tree',
-           'read_cifar10_batches', 'resize_uint8', 'read_torchvision_samples', 'read_torchvision', 'read_imagenet',
-           'resolve_source', 'resolve_cifar10_source', 'source_key', 'cache_report', 'clean_cache', 'decode_dataset',
-           'decode_cifar10', 'stratified_order', 'make_split_indices', 'channel_stats', 'build_splits', 'load_splits']
+           'check_member_name', 'is_os_metadata', 'tree_layout', 'read_image_tree', 'read_cifar10_batches',
+           'resize_uint8', 'read_torchvision_samples', 'read_torchvision', 'read_imagenet', 'resolve_source',
+           'resolve_cifar10_source', 'source_key', 'cache_report', 'clean_cache', 'decode_dataset', 'decode_cifar10',
+           'stratified_order', 'make_split_indices', 'channel_stats', 'build_splits', 'load_splits', 'DataSettings',
+           'plot_samples', 'run_data']
 
 # %% ../nbs/01_data.ipynb #ca1db763
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -120,7 +127,6 @@ def _paeth(a, b, c):
 def png_rgb16(data: bytes) -> np.ndarray | None:
     """A 16-bit RGB / RGBA PNG (which PIL reads as 8-bit RGB by dropping the low byte: 16383 -> 63) decoded here and
     scaled by rounding (16383 -> 64): uint8 (H, W, 3). None for any other file (PIL reads those right)."""
-    import struct, zlib
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR": return None
     w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
     if depth != 16 or ctype not in (2, 6): return None
@@ -245,7 +251,6 @@ def tree_layout(files: list[str], dirs: list[str], source) -> tuple[tuple, dict,
 # %% ../nbs/01_data.ipynb #032d9f2c
 def read_image_tree(source: str | Path, image_size: int | None = None, progress: bool = True) -> dict:
     "Decode a `train/<class>/*`, `test/<class>/*` folder or zip into `{train_x, train_y, test_x, test_y, classes, dropped}`."
-    from tqdm.auto import tqdm
     source = Path(source)
     if not source.exists(): raise DataError(f"{source} does not exist")
     files, dirs, read = _tree_entries(source)
@@ -263,27 +268,6 @@ def read_image_tree(source: str | Path, image_size: int | None = None, progress:
         out[f"{split}_x"] = torch.stack(imgs)
         out[f"{split}_y"] = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
     return out
-
-# %% ../nbs/01_data.ipynb #eef7c4e4
-def write_tiny_tree(root: str | Path, classes=("cat", "dog"), n_per_class: int = 3, size: int = 8, as_zip: bool = False,
-                    n_test_per_class: int | None = None, seed: int = 0) -> Path:
-    "Write a small PNG image tree (for tests and examples); returns its folder or zip path."
-    root = Path(root); g = torch.Generator().manual_seed(seed)
-    files = {}
-    for split, n in (("train", n_per_class), ("test", n_test_per_class or n_per_class)):
-        for c in classes:
-            for i in range(n):
-                img = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
-                buf = io.BytesIO(); Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-                files[f"{split}/{c}/{i:03d}.png"] = buf.getvalue()
-    if as_zip:
-        path = root.with_suffix(".zip")
-        with zipfile.ZipFile(path, "w") as z:
-            for n, b in files.items(): z.writestr(n, b)
-        return path
-    for n, b in files.items():
-        (root / n).parent.mkdir(parents=True, exist_ok=True); (root / n).write_bytes(b)
-    return root
 
 # %% ../nbs/01_data.ipynb #f4d5de29
 class _ArrayUnpickler(pickle.Unpickler):
@@ -324,7 +308,6 @@ def resize_uint8(x: torch.Tensor, image_size: int | None) -> torch.Tensor:
 
 def read_torchvision_samples(dataset, image_size: int, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     "Decode a torchvision folder dataset (`ImageFolder`, `ImageNet`) into uint8 images and labels."
-    from tqdm.auto import tqdm
     xs = [decode_bytes(Path(p).read_bytes(), p, image_size) for p, _ in tqdm(dataset.samples, desc="decode", disable=not progress, mininterval=2)]
     return torch.stack(xs), torch.tensor([t for _, t in dataset.samples], dtype=torch.int64)
 
@@ -339,7 +322,6 @@ def _dataset_arrays(ds, image_size, progress=True) -> tuple[torch.Tensor, torch.
 
 def read_torchvision(name: str, image_size: int | None, progress: bool = True, root: Path | None = None) -> dict:
     "`{train_x, train_y, test_x, test_y, classes}` of torchvision dataset `name` (downloaded into `data/raw/`: needs internet once)."
-    import inspect, torchvision.datasets as tvd
     cls = getattr(tvd, name, None)
     if cls is None or not callable(cls) or name.startswith("_"):
         raise DataError(f"torchvision has no dataset {name!r}: use a class name of torchvision.datasets (e.g. CIFAR100, SVHN)")
@@ -359,10 +341,9 @@ def read_torchvision(name: str, image_size: int | None, progress: bool = True, r
 
 def read_imagenet(root: Path, image_size: int, progress: bool = True) -> dict:
     "An ImageNet folder through torchvision's `ImageNet` (train + val), at `image_size`; classes are the WordNet ids."
-    from torchvision.datasets import ImageNet
     out = {}
     for split, tv in (("train", "train"), ("test", "val")):
-        ds = ImageNet(str(root), split=tv)
+        ds = tvd.ImageNet(str(root), split=tv)
         out[f"{split}_x"], out[f"{split}_y"] = read_torchvision_samples(ds, image_size, progress)
     out["classes"] = tuple(ds.wnids)
     return out
@@ -440,7 +421,6 @@ def clean_cache(dry_run: bool = False) -> list[Path]:
     return stale
 
 def _download_cifar10() -> dict:
-    import torchvision
     root = data_dir() / "raw"
     try: torchvision.datasets.CIFAR10(root, train=True, download=True)
     except Exception as e:
@@ -558,3 +538,40 @@ def load_splits(profile: str) -> Splits:
     sp = {k: Split(d[f"{s['index_into'][k]}_x"][i], d[f"{s['index_into'][k]}_y"][i], mean, std) for k, i in s["indices"].items()}
     return Splits(**sp, classes=tuple(s["classes"]), data_hash=s["splits_hash"], settings=s["settings"],
                   index_into=dict(s["index_into"]), provenance=s["provenance"])
+
+# %% ../nbs/01_data.ipynb #3cb66475
+@dataclass
+class DataSettings(StepSettings):
+    "The profile's `01_data` section (and the common seed)."
+    SECTION = "01_data"
+    seed: int = 0
+    dataset: str = "cifar10"
+    source: str | None = "env:METACOMPRESS_CIFAR10"
+    image_size: int | None = 32
+    n_train: int | None = 1000
+    n_ideal: int = 200
+    n_test: int | None = 500
+    force: bool = False
+
+def plot_samples(splits: Splits, path: Path, title: str) -> Path:
+    "The first image per class (at most 10) of the train (top) and ideal (bottom) splits, written atomically to `path`."
+    shown = list(range(min(len(splits.classes), 10)))
+    fig = Figure(figsize=(1.2 * len(shown), 2.8))
+    axes = fig.subplots(2, len(shown), squeeze=False)
+    for j, c in enumerate(shown):
+        for r, sp in enumerate((splits.train, splits.ideal)):
+            hit = (sp.y == c).nonzero()
+            if len(hit): axes[r, j].imshow(sp.x[hit[0, 0]].permute(1, 2, 0))
+            axes[r, j].axis("off")
+            if r == 0: axes[r, j].set_title(splits.classes[c], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return Path(path)
+
+def run_data(profile: str, settings: DataSettings | None = None, progress: bool = True) -> dict[str, Path]:
+    "The step: `data/splits/<profile>.pt` (decoding the dataset once) and `figures/<profile>/data_samples.png`."
+    s = settings or DataSettings()
+    path = build_splits(profile, n_train=s.n_train, n_ideal=s.n_ideal, n_test=s.n_test, seed=s.seed, dataset=s.dataset,
+                        source=s.source, image_size=s.image_size, force=s.force, progress=progress)
+    title = f"{s.dataset} ({profile}): first image per class of the train (top) and ideal (bottom) splits"
+    return {"splits": path, "samples": plot_samples(load_splits(profile), figures_dir(profile) / "data_samples.png", title)}

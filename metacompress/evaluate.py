@@ -6,35 +6,43 @@
 from __future__ import annotations
 import math, time, warnings
 from collections import Counter
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from scipy.stats import kendalltau
 
-from .core import figures_dir, get_logger, load_json, profile_dir, save_json
+from .constraints import Constraint, ConstraintError
+from .core import atomic_path, figures_dir, get_logger, load_json, profile_dir, save_json
 from .predict import SOURCES, SPLITS, load_metadata, make_synthetic_metadata, score_predictions
+from .settings import StepSettings
 
 log = get_logger()
 
 # %% auto #0
-__all__ = ['log', 'PROBLEM_CLASSES', 'POLICIES', 'SCORED', 'Problem', 'cell_properties', 'CellArrays', 'satisfies',
-           'make_problems', 'problem_class', 'gap_and_hits', 'random_expectation', 'rank_by', 'adapted_choice',
-           'method_order', 'fit_erm', 'noise_floor', 'seed_spread', 'evaluate_fold', 'evaluate_split', 'problem_stats',
-           'cluster_bootstrap', 'summarize_problems', 'with_ci', 'fmt_gap', 'build_summary']
+__all__ = ['log', 'PROBLEM_BOUNDS', 'CELL_COLUMNS', 'PROBLEM_CLASSES', 'POLICIES', 'SCORED', 'Problem', 'cell_properties',
+           'CellArrays', 'satisfies', 'make_problems', 'problem_class', 'gap_and_hits', 'random_expectation', 'rank_by',
+           'adapted_choice', 'method_order', 'fit_erm', 'noise_floor', 'seed_spread', 'evaluate_fold', 'evaluate_split',
+           'problem_stats', 'cluster_bootstrap', 'summarize_problems', 'with_ci', 'fmt_gap', 'build_summary',
+           'EvaluateSettings', 'evaluate_problems', 'plot_recommendation', 'run_evaluate']
 
 # %% ../nbs/07_evaluate.ipynb #1ce8788b
+# the problem table's bound columns (in this order) and where a cell's measured properties sit in the meta-dataset
+PROBLEM_BOUNDS = ("max_size_bytes", "min_ratio", "max_macs", "max_bops", "max_latency_ms", "min_src_acc")
+CELL_COLUMNS = {"size_bytes": "f_size_bytes", "compression_ratio": "f_compression_ratio", "macs": "f_macs", "bops": "f_bops",
+                "latency_ms": "f_latency_b1_ms", "src_acc": "f_src_acc"}
+
 @dataclass(frozen=True)
 class Problem:
-    "A recommendation question: scope (a model name or 'any') + constraints (None: unconstrained)."
+    "A recommendation question: a scope (a model name or 'any') and the `Constraint` its candidates must meet."
     scope: str
-    max_size_bytes: float | None = None
-    min_ratio: float | None = None
-    max_macs: float | None = None
-    max_bops: float | None = None
-    max_latency_ms: float | None = None
-    min_src_acc: float | None = None
+    constraint: Constraint = field(default_factory=Constraint)
+    @classmethod
+    def of(cls, scope: str, **bounds) -> Problem: return cls(scope, Constraint(**bounds))
+    def row(self) -> dict: return {"scope": self.scope, **{f: getattr(self.constraint, f) for f in PROBLEM_BOUNDS}}
 
 def cell_properties(df: pd.DataFrame, source: str) -> pd.DataFrame:
     "One row per applicable cell of `source`: keys, measured properties, eval-source accuracy, test accuracy and n."
@@ -51,6 +59,7 @@ class CellArrays:
         f = lambda c: cells[c].to_numpy(float) if c in cells else np.full(len(cells), np.nan)
         self.level, self.size, self.ratio, self.macs = f("level"), f("f_size_bytes"), f("f_compression_ratio"), f("f_macs")
         self.bops, self.lat, self.src, self.acc, self.n = f("f_bops"), f("f_latency_b1_ms"), f("f_src_acc"), f("y_test_acc"), f("y_test_n")
+        self.properties = {col: f(name) for col, name in CELL_COLUMNS.items()}   # what a Constraint checks (absent: NaN, fails)
         self.pred = np.asarray(pred, float) if pred is not None else f("pred")
         self.cal, self.base = f("calibrated_proxy"), f("y_base_test_acc")
         self.base_key = -np.where(np.isfinite(self.base), self.base, -np.inf)   # most accurate uncompressed model first
@@ -62,14 +71,10 @@ class CellArrays:
 def _arrays(cells) -> CellArrays: return cells if isinstance(cells, CellArrays) else CellArrays(cells)
 
 def satisfies(cells, p: Problem) -> np.ndarray:
-    "Boolean mask of the cells that meet `p` by their measured properties (a NaN property fails its constraint)."
+    "Boolean mask of the cells in `p`'s scope that meet its constraint by their measured properties (unmeasured: fails)."
     a = _arrays(cells)
     m = np.ones(len(a), bool) if p.scope == "any" else (a.model == p.scope)
-    for v, val, le in ((a.size, p.max_size_bytes, True), (a.ratio, p.min_ratio, False), (a.macs, p.max_macs, True),
-                       (a.bops, p.max_bops, True), (a.lat, p.max_latency_ms, True), (a.src, p.min_src_acc, False)):
-        if val is None: continue
-        m = m & ((v <= val * (1 + 1e-9)) if le else (v >= val * (1 - 1e-9)))
-    return m
+    return m & p.constraint.satisfied(a.properties)
 
 # %% ../nbs/07_evaluate.ipynb #cd13b09f
 def make_problems(cells, sweep: dict, min_candidates: int = 2) -> list[Problem]:
@@ -89,7 +94,8 @@ def make_problems(cells, sweep: dict, min_candidates: int = 2) -> list[Problem]:
             caps.append([(key, None if f is None else float(f) * float(np.nanmax(v[s]))) for f in (fracs or [None])])
         accs = [("min_src_acc", None if x is None else float(x)) for x in (sweep.get("min_accs") or [None])]
         for (pk, pv), *rest in product(prim, *caps, accs):
-            p = Problem(scope, **{pk: pv}, **{k: v for k, v in rest})
+            try: p = Problem.of(scope, **{pk: pv}, **{k: v for k, v in rest})
+            except ConstraintError: continue        # a NaN cap (a property the scope never measured): no cell could meet it
             m = satisfies(a, p)
             key = (scope, m.tobytes())
             if m.sum() < min_candidates or key in seen: continue
@@ -205,7 +211,6 @@ POLICIES = ("meta", "erm", "erm_seed_rule", "naive_proxy", "calibrated_proxy", "
 SCORED = {"meta": "pred", "naive_proxy": "src", "calibrated_proxy": "cal"}   # policies that rank by a score
 
 def _tau(score, acc) -> float:
-    from scipy.stats import kendalltau
     s = np.asarray(score, float)
     if not np.isfinite(s).all() or np.ptp(s) == 0 or np.ptp(acc) == 0: return float("nan")
     return float(kendalltau(s, acc).statistic)
@@ -239,7 +244,7 @@ def evaluate_fold(cells: pd.DataFrame, preds: pd.DataFrame, train_ids, test_ids,
         for name, attr in SCORED.items():
             sc = getattr(a, attr)[idx]
             if np.isfinite(sc).any(): orders[name] = rank_by(sc, tie)
-        r = {**asdict(p), "n_candidates": len(idx), "oracle_acc": float(acc.max()), "problem_class": cls,
+        r = {**p.row(), "n_candidates": len(idx), "oracle_acc": float(acc.max()), "problem_class": cls,
              "noise_floor": noise_floor(acc, a.n[idx], n_boot, rng, seed_sd),
              "erm_method": ranking[0] if ranking else None, "rule_applies": bool((a.method[idx] == seed_rule).any())}
         for name, o in orders.items():
@@ -404,3 +409,91 @@ def build_summary(meta: pd.DataFrame, preds: pd.DataFrame, problems: pd.DataFram
            "paper_scenario": paper, "seed_sd": seed_sd,
            "per_source": per, "seconds": seconds or {}}
     return out
+
+# %% ../nbs/07_evaluate.ipynb #b950f32f
+@dataclass
+class EvaluateSettings(StepSettings):
+    "The profile's `07_evaluate` section (and the common seed)."
+    SECTION = "07_evaluate"
+    seed: int = 0
+    problems: dict = field(default_factory=lambda: {"ratios": [1.5, 2, 4, 8], "size_quantiles": [0.25, 0.5], "mac_fracs": [None, 0.5],
+                                                    "bops_fracs": [None], "latency_fracs": [None], "min_accs": [None]})
+    min_candidates: int = 2
+    topk: list = field(default_factory=lambda: [1, 3, 5])
+    seed_rule: str = "slim+lsq4"
+    n_boot: int = 200
+    n_ci_boot: int = 100
+    headline_source: str = "ideal"
+    synthetic: bool = False
+
+def evaluate_problems(meta: pd.DataFrame, preds: pd.DataFrame, folds: pd.DataFrame, s: EvaluateSettings,
+                      seed_sd: float = 0.0) -> tuple[pd.DataFrame, dict]:
+    "(every held-out problem of every (source, split), {(source, split): cluster-bootstrap intervals})."
+    ks, rows, cis = tuple(int(k) for k in s.topk), [], {}
+    for (src, kind), p in preds.groupby(["source", "split"], sort=True):
+        rng = np.random.default_rng([s.seed, SOURCES.index(src), SPLITS.index(kind)])
+        cp = cell_properties(meta, src); fd = folds[(folds.source == src) & (folds.split == kind)]
+        kw = dict(ks=ks, seed_rule=s.seed_rule, min_candidates=s.min_candidates, seed_sd=seed_sd)
+        erm_cache = {}
+        r = evaluate_split(cp, p, fd, s.problems, n_boot=s.n_boot, rng=rng, erm_cache=erm_cache, **kw)
+        if r.empty: log.info(f"note: no held-out problem with >= {s.min_candidates} candidates for {src}/{kind}"); continue
+        any_rows = lambda models: evaluate_split(cp, p, fd, s.problems, n_boot=min(s.n_boot, 50), rng=rng, erm_cache=erm_cache,
+                                                 models=models, scopes=("any",), **kw)
+        test_models = sorted(set(cp.model[cp.cell_id.isin(set(fd.cell_id[fd.role == "test"]))]))
+        cis[(src, kind)] = cluster_bootstrap(r, any_rows, s.n_ci_boot, np.random.default_rng([s.seed, 7, SOURCES.index(src), SPLITS.index(kind)]),
+                                             ks, models=test_models)
+        rows.append(r.assign(source=src, split=kind))
+    return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["source", "split"])), cis
+
+# %% ../nbs/07_evaluate.ipynb #2e5cbb13
+def _bars(ax, blocks: dict, title: str, ylabel: str, floor: dict | None = None) -> None:
+    "Grouped bars of {label: {policy: value}} in pp / %, with the noise floor as black ticks."
+    labels = list(blocks); pols = [p for p in POLICIES if any(p in b for b in blocks.values())]
+    w = 0.8 / max(len(pols), 1)
+    for i, pol in enumerate(pols):
+        vals = [blocks[l].get(pol) for l in labels]
+        ax.bar(np.arange(len(labels)) + i * w, [100 * v if v is not None else np.nan for v in vals], w, label=pol)
+    if floor: ax.scatter(np.arange(len(labels)) + 0.4 - w / 2, [100 * floor[l] for l in labels], marker="_", s=600, c="k", label="noise floor", zorder=3)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2); ax.set_xticklabels(labels); ax.set_title(title); ax.set_ylabel(ylabel); ax.legend(fontsize=7)
+
+def plot_recommendation(summary: dict, ks, path: Path) -> Path:
+    "Top-1 gap and top-k hit per split (headline source) and per eval source (random split), written atomically to `path`."
+    per, hs = summary["per_source"], summary["headline_source"]
+    fig = Figure(figsize=(13, 8)); axes = fig.subplots(2, 2)
+    h = per.get(hs, {})
+    g = {s: {k: v for k, v in d.items() if k != "noise_floor"} for s, d in h.get("top1_gap", {}).items()}
+    if g: _bars(axes[0, 0], g, f"top-1 gap per split ({hs})", "pp", {s: d["noise_floor"] for s, d in h["top1_gap"].items()})
+    t = {f"{s} k={k}": {p: v[k] for p, v in d.items() if p in ("meta", "erm", "random")} for s, d in h.get("topk_hit", {}).items() for k in map(str, ks)}
+    if t: _bars(axes[0, 1], t, f"top-k hit per split ({hs})", "%"); axes[0, 1].tick_params(axis="x", rotation=60)
+    gs = {src: {k: v for k, v in b["top1_gap"]["random"].items() if k != "noise_floor"} for src, b in per.items() if "random" in b["top1_gap"]}
+    if gs: _bars(axes[1, 0], gs, "top-1 gap per eval source (random split)", "pp", {src: per[src]["top1_gap"]["random"]["noise_floor"] for src in gs})
+    ts = {src: {p: b["topk_hit"]["random"][p]["5"] for p in ("meta", "erm", "random") if p in b["topk_hit"]["random"]}
+          for src, b in per.items() if "random" in b["topk_hit"] and "5" in b["topk_hit"]["random"].get("meta", {})}
+    if ts: _bars(axes[1, 1], ts, "top-5 hit per eval source (random split)", "%")
+    fig.tight_layout()
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
+
+# %% ../nbs/07_evaluate.ipynb #358d4dbf
+def run_evaluate(profile: str, settings: EvaluateSettings | None = None) -> dict[str, Path]:
+    "The step: `figures/<profile>/summary.json` (with the settings) and `recommendation.png` from `06_predict`'s files."
+    s, t0 = settings or EvaluateSettings(), time.time()
+    figs, pdir = figures_dir(profile), profile_dir("predict", profile)
+    for f in ("predictions.parquet", "folds.parquet", "predict_scores.json"):
+        if not (pdir / f).is_file(): raise FileNotFoundError(f"{pdir / f} is missing: run `make predict PROFILE={profile}` first")
+    meta = make_synthetic_metadata(seed=s.seed) if s.synthetic else load_metadata(profile)
+    preds, folds = pd.read_parquet(pdir / "predictions.parquet"), pd.read_parquet(pdir / "folds.parquet")
+    pscores = load_json(pdir / "predict_scores.json")
+    headline = s.headline_source if s.headline_source in set(preds.source) else pscores["headline_source"]
+    spread_file = figs / "extract_seed_spread.csv"
+    seed_sd = seed_spread(pd.read_csv(spread_file)) if spread_file.is_file() and not s.synthetic else 0.0
+    log.info(f"seed-to-seed spread in the noise floor: sd {100 * seed_sd:.2f} pp" + ("" if spread_file.is_file() else f" ({spread_file.name} missing)"))
+    probs, cis = evaluate_problems(meta, preds, folds, s, seed_sd)
+    ks = tuple(int(k) for k in s.topk)
+    summary = build_summary(meta, preds, probs, profile=profile, headline_source=headline, splits=pscores["splits"], ks=ks,
+                            quantiles=pscores.get("quantiles") or [0.05, 0.95],
+                            seconds={"predict": pscores.get("seconds"), "evaluate": round(time.time() - t0, 1)}, cis=cis, seed_sd=seed_sd)
+    summary["settings"] = s.to_dict()
+    paths = {"summary": save_json(summary, figs / "summary.json")}
+    paths["figure"] = plot_recommendation(summary, ks, figs / "recommendation.png")
+    return paths

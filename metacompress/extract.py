@@ -4,358 +4,37 @@
 
 # %% ../nbs/05_extract.ipynb #c069751a
 from __future__ import annotations
-import copy, dataclasses, math, time, warnings
+import dataclasses, math, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure   # the object API: writes PNGs without touching pyplot's backend
 
+from . import compress as C
+from .compress import CSV_COLUMNS, compress, grid_cells
+from .compress_report import plot_compression
 from .core import (atomic_path, figures_dir, get_logger, load_torch, profile_dir, save_json, save_torch, set_seed,
                                tensor_hash)
 from .data import Split, augment_batch, load_splits
+from .features import FeatureSettings, arch_features, cell_features, compression_features, logits_of, source_key
+from .finetune import load_zoo, load_zoo_model
+from .generate import load_generated
 from .grid import cell_id, fingerprint, run_grid
+from .measure import accounting
+from .registry import Budget, NotApplicable, get_method
+from .schema import CATEGORICAL, FEATURES, SOURCES, TARGET_COLUMNS, TIMES, check_schema
 
 log = get_logger("metacompress.extract")
 
 # %% auto #0
-__all__ = ['log', 'SOURCES', 'BEHAVIOUR', 'BASE_BEHAVIOUR', 'FEATURES', 'CATEGORICAL', 'KEYS', 'TARGETS', 'TIMES', 'COLUMNS',
-           'METHOD_TRAITS', 'FAMILY_GRANULARITY', 'CACHE_VERSION', 'PUBLISHED', 'feature_columns', 'target_columns',
-           'expected_calibration_error', 'predictive_entropy', 'agreement', 'behaviour', 'relative_change',
-           'weight_features', 'has_residual', 'arch_features', 'compression_features', 'gradient_features', 'synflow',
-           'FeatureSettings', 'curvature_features', 'logits_of', 'cell_features', 'strong_augment', 'draw_sources',
-           'zoo_member', 'zoo_name', 'extract_cell', 'check_schema', 'save_metadata', 'grid_keys', 'timing_table',
-           'write_seed_spread', 'extract_budget_record', 'run_extract', 'compression_table',
-           'plot_feature_correlations', 'write_figures', 'literature_table']
-
-# %% ../nbs/05_extract.ipynb #5e5d7d13
-SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
-BEHAVIOUR = ("loss", "acc", "agreement", "confidence", "entropy", "ece", "kl")
-BASE_BEHAVIOUR = ("loss", "acc", "confidence", "entropy", "ece")
-
-_F = [  # (name, group, formula, source_dependent, dtype)
-    ("f_family", "architecture", "zoo metadata `family` (fallback `arch`, the class name)", False, "str"),
-    ("f_base_params", "architecture", "parameters of the uncompressed model", False, "float"),
-    ("f_base_macs", "architecture", "MACs of the uncompressed model on one image (conv/linear hooks)", False, "float"),
-    ("f_depth", "architecture", "number of conv + linear layers", False, "float"),
-    ("f_n_conv", "architecture", "number of nn.Conv2d (groups = 1 or grouped)", False, "float"),
-    ("f_n_depthwise", "architecture", "number of depthwise convs (groups = in_channels > 1)", False, "float"),
-    ("f_n_linear", "architecture", "number of nn.Linear", False, "float"),
-    ("f_n_bn", "architecture", "number of BatchNorm layers", False, "float"),
-    ("f_has_residual", "architecture", "1 if the traced graph adds two computed tensors (skip connection), else 0", False, "float"),
-    ("f_method", "compression", "registry name of the method", False, "str"),
-    ("f_method_family", "compression", "baseline / unstructured / structured / lowrank / ptq / qat / pipeline", False, "str"),
-    ("f_granularity", "compression", "what the method removes or rounds: none / weight / channel / factor / tensor / mixed", False, "str"),
-    ("f_criterion", "compression", "how it chooses (magnitude, l1, fpgm, taylor, random, bn_scale, svd, minmax, lsq, ...)", False, "str"),
-    ("f_level", "compression", "target level (sparsity, channel fraction, bits or rank ratio)", False, "float"),
-    ("f_achieved", "compression", "achieved level (compress report)", False, "float"),
-    ("f_sparsity", "compression", "fraction of zero conv/linear weights", False, "float"),
-    ("f_w_bits", "compression", "weight bits (MAC-weighted majority)", False, "float"),
-    ("f_a_bits", "compression", "activation bits (MAC-weighted majority)", False, "float"),
-    ("f_size_bytes", "compression", "storage size (weights at their bits, sparse tensors in their cheapest format)", False, "float"),
-    ("f_compression_ratio", "compression", "size_bytes(base) / size_bytes", False, "float"),
-    ("f_params", "compression", "parameters of the compressed model", False, "float"),
-    ("f_params_ratio", "compression", "params(base) / params", False, "float"),
-    ("f_macs", "compression", "MACs of the compressed model on one image", False, "float"),
-    ("f_macs_ratio", "compression", "MACs(base) / MACs", False, "float"),
-    ("f_bops", "compression", "Σ_layers MACs × w_bits × a_bits", False, "float"),
-    ("f_latency_b1_ms", "compression", "median CPU ms of one forward at batch 1 (int8 model for real-int8 PTQ); measured", False, "float"),
-    ("f_latency_b64_ms", "compression", "median CPU ms of one forward at batch 64; measured", False, "float"),
-    ("f_recovery_steps", "compression", "recovery fine-tune steps spent", False, "float"),
-    ("f_w_l1", "weights", "Σ_W |w|", False, "float"),
-    ("f_w_l2", "weights", "(Σ_W w²)^½", False, "float"),
-    ("f_w_linf", "weights", "max_W |w|", False, "float"),
-    ("f_w_layer_rms_mean", "weights", "mean over layers of ‖W_l‖₂/√|W_l|", False, "float"),
-    ("f_w_layer_rms_std", "weights", "std over layers of ‖W_l‖₂/√|W_l|", False, "float"),
-    ("f_w_l2_ratio", "weights", "‖W‖₂ / ‖W⁰‖₂ (global; defined for every method)", False, "float"),
-    ("f_w_rel_change", "weights", "‖W − W⁰‖₂ / ‖W⁰‖₂ over layers with the same name and shape in both models", False, "float"),
-    ("f_w_rel_change_layer_mean", "weights", "mean over matched layers of ‖W_l − W⁰_l‖₂ / ‖W⁰_l‖₂", False, "float"),
-    ("f_w_rel_change_layer_std", "weights", "std over matched layers of ‖W_l − W⁰_l‖₂ / ‖W⁰_l‖₂", False, "float"),
-    ("f_w_matched", "weights", "fraction of W⁰'s elements in matched layers (structured / low-rank change shapes)", False, "float"),
-    ("f_synflow", "proxy", "log10 Σ |θ ⊙ ∂R/∂θ|, R = Σ f_|θ|(1) (Tanaka et al. 2020, eq. 6; all-ones input, eval mode)", False, "float"),
-    ("f_src_grad_norm", "gradients", "‖∇_θ L‖₂ of the mean cross-entropy on the first grad_n source images (eval mode)", True, "float"),
-    ("f_src_grad_layer_mean", "gradients", "mean over conv/linear layers of ‖∇_{W_l} L‖₂", True, "float"),
-    ("f_src_grad_layer_std", "gradients", "std over conv/linear layers of ‖∇_{W_l} L‖₂", True, "float"),
-    ("f_src_snip", "proxy", "Σ_W |w ⊙ ∂L/∂w| (SNIP connection sensitivity, Lee et al. 2019, eq. 5 unnormalised)", True, "float"),
-    ("f_src_loss", "behaviour", "mean cross-entropy −log p_y", True, "float"),
-    ("f_src_acc", "behaviour", "mean 1[ŷ = y]", True, "float"),
-    ("f_src_agreement", "behaviour", "mean 1[ŷ = ŷ⁰] (ŷ⁰: the uncompressed model's prediction)", True, "float"),
-    ("f_src_confidence", "behaviour", "mean max_k p_k", True, "float"),
-    ("f_src_entropy", "behaviour", "mean −Σ_k p_k log p_k (nats)", True, "float"),
-    ("f_src_ece", "behaviour", "Σ_b |B_b|/n |acc(B_b) − conf(B_b)|, 15 equal-width confidence bins (Naeini et al. 2015; Guo et al. 2017, eq. 3)", True, "float"),
-    ("f_src_kl", "behaviour", "mean KL(p⁰ ‖ p) from the uncompressed model's softmax p⁰", True, "float"),
-    *[(f"f_base_src_{b}", "behaviour", f"`f_src_{b}` of the uncompressed model", True, "float") for b in BASE_BEHAVIOUR],
-    *[(f"f_d_src_{b}", "behaviour", f"f_src_{b} − f_base_src_{b}", True, "float") for b in BASE_BEHAVIOUR],
-    *[(f"f_src_hess_eig{i}", "curvature", f"{i}-th largest-magnitude Hessian eigenvalue of the mean loss on the first curvature_n source images (hessian-eigenthings `lanczos`)", True, "float") for i in (1, 2, 3)],
-    ("f_src_hess_trace", "curvature", "Hessian trace, Hutch++ (Meyer et al. 2021; hessian-eigenthings `trace`) on the same images", True, "float"),
-]
-FEATURES = pd.DataFrame(_F, columns=["name", "group", "formula", "source_dependent", "dtype"])
-CATEGORICAL = tuple(FEATURES.name[FEATURES.dtype == "str"])
-KEYS = ["cell_id", "model", "method", "level", "seed", "source", "source_n", "applicable", "reason"]   # source_n: images of that eval source
-TARGETS = ["y_test_acc", "y_test_loss", "y_base_test_acc", "y_base_test_loss", "y_test_acc_drop", "y_test_loss_drop",
-           "y_test_n", "y_test_acc_se"]
-TIMES = ["t_compress", "t_recovery", "t_features", "t_curvature", "t_test"]
-COLUMNS = KEYS + list(FEATURES.name) + TARGETS + TIMES + ["curvature_setup"]
-
-def feature_columns(df: pd.DataFrame) -> list[str]: return [c for c in df.columns if c.startswith("f_")]
-def target_columns(df: pd.DataFrame) -> list[str]: return [c for c in df.columns if c.startswith("y_")]
-
-# %% ../nbs/05_extract.ipynb #ccbc4b6d
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    "ECE of softmax `probs` (n, K) against `labels` (n,): equal-width confidence bins (lo, hi] (Guo et al. 2017, eq. 3)."
-    conf, pred = probs.max(1); correct = (pred == labels).double(); conf = conf.double()
-    b = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
-    ece = 0.0
-    for i in b.unique().tolist():
-        m = b == i
-        ece += m.double().mean().item() * abs(correct[m].mean().item() - conf[m].mean().item())
-    return float(ece)
-
-def predictive_entropy(probs: torch.Tensor) -> torch.Tensor:
-    "−Σ_k p_k log p_k per row (nats; 0 log 0 = 0)."
-    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(1)
-
-def agreement(logits: torch.Tensor, base_logits: torch.Tensor) -> float:
-    "Share of rows where both models predict the same class."
-    return float((logits.argmax(1) == base_logits.argmax(1)).double().mean())
-
-def behaviour(logits: torch.Tensor, labels: torch.Tensor, base_logits: torch.Tensor | None = None) -> dict:
-    "{loss, acc, confidence, entropy, ece} of `logits` against `labels`; with `base_logits` also agreement and KL(p⁰‖p)."
-    logits, base = logits.double(), None if base_logits is None else base_logits.double()
-    p = logits.softmax(1)
-    out = {"loss": float(F.cross_entropy(logits, labels)), "acc": float((logits.argmax(1) == labels).double().mean()),
-           "confidence": float(p.max(1).values.mean()), "entropy": float(predictive_entropy(p).mean()),
-           "ece": expected_calibration_error(p, labels)}
-    if base is not None:
-        out["agreement"] = agreement(logits, base)
-        out["kl"] = float(F.kl_div(logits.log_softmax(1), base.log_softmax(1), log_target=True, reduction="batchmean"))
-    return out
-
-# %% ../nbs/05_extract.ipynb #9ffc881d
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    from metacompress.compress import conv_linear
-    from metacompress.quantize import quantized_weight
-    return {n: quantized_weight(m).double() for n, m in conv_linear(model)}
-
-def relative_change(w: torch.Tensor, w0: torch.Tensor) -> float:
-    "‖w − w⁰‖₂ / ‖w⁰‖₂ (NaN when w⁰ = 0)."
-    d = float(torch.linalg.vector_norm((w - w0).double())); n0 = float(torch.linalg.vector_norm(w0.double()))
-    return d / n0 if n0 > 0 else float("nan")
-
-def weight_features(model: nn.Module, base: nn.Module, base_weights: dict | None = None) -> dict:
-    "The `weights` group of FEATURES for `model` against the uncompressed `base`."
-    W = _weights(model); W0 = base_weights if base_weights is not None else _weights(base)
-    flat = torch.cat([w.flatten() for w in W.values()]); flat0 = torch.cat([w.flatten() for w in W0.values()])
-    rms = torch.tensor([float(torch.linalg.vector_norm(w)) / math.sqrt(w.numel()) for w in W.values()], dtype=torch.float64)
-    matched = [n for n in W if n in W0 and W[n].shape == W0[n].shape]
-    per = torch.tensor([relative_change(W[n], W0[n]) for n in matched], dtype=torch.float64)
-    per = per[torch.isfinite(per)]                         # a layer whose W⁰ is all zero has no relative change
-    num = sum(float(torch.linalg.vector_norm(W[n] - W0[n])) ** 2 for n in matched)
-    den = sum(float(torch.linalg.vector_norm(W0[n])) ** 2 for n in matched)
-    nan = float("nan")
-    return {"f_w_l1": float(flat.abs().sum()), "f_w_l2": float(torch.linalg.vector_norm(flat)),
-            "f_w_linf": float(flat.abs().max()), "f_w_layer_rms_mean": float(rms.mean()),
-            "f_w_layer_rms_std": float(rms.std(unbiased=False)) if len(rms) else nan,
-            "f_w_l2_ratio": float(torch.linalg.vector_norm(flat) / torch.linalg.vector_norm(flat0)),
-            "f_w_rel_change": math.sqrt(num / den) if den > 0 else nan,
-            "f_w_rel_change_layer_mean": float(per.mean()) if len(per) else nan,
-            "f_w_rel_change_layer_std": float(per.std(unbiased=False)) if len(per) else nan,
-            "f_w_matched": sum(W0[n].numel() for n in matched) / flat0.numel()}
-
-# %% ../nbs/05_extract.ipynb #7569c4c8
-def has_residual(model: nn.Module) -> bool:
-    "Does the forward pass add two computed tensors (a skip connection)?"
-    import operator
-    try:
-        import torch.fx
-        g = torch.fx.symbolic_trace(model).graph
-        adds = (operator.add, operator.iadd, torch.add)
-        return any(n.op == "call_function" and n.target in adds and sum(isinstance(a, torch.fx.Node) for a in n.args) == 2
-                   or n.op == "call_method" and n.target in ("add", "add_") and sum(isinstance(a, torch.fx.Node) for a in n.args) == 2
-                   for n in g.nodes)
-    except Exception:
-        import re
-        return any(re.search(r"Block|Bottleneck|Residual", type(m).__name__) for m in model.modules())
-
-def arch_features(model: nn.Module, meta: dict | None = None) -> dict:
-    "The `architecture` group of FEATURES (of the uncompressed model)."
-    from metacompress.compress import conv_linear, mac_report
-    meta = meta or {}
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    dw = [m for m in convs if m.groups > 1 and m.groups == m.in_channels]
-    return {"f_family": str(meta.get("family") or meta.get("arch") or type(model).__name__),
-            "f_base_params": float(sum(p.numel() for p in model.parameters())),
-            "f_base_macs": float(mac_report(model)["macs"]), "f_depth": float(len(conv_linear(model))),
-            "f_n_conv": float(len(convs)), "f_n_depthwise": float(len(dw)),
-            "f_n_linear": float(sum(isinstance(m, nn.Linear) for m in model.modules())),
-            "f_n_bn": float(sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())),
-            "f_has_residual": float(has_residual(model))}
-
-# %% ../nbs/05_extract.ipynb #c3434f27
-METHOD_TRAITS = {  # method: (granularity, criterion)
-    "none": ("none", "none"), "global_magnitude": ("weight", "magnitude_global"), "layer_magnitude": ("weight", "magnitude_layer"),
-    "random_unstructured": ("weight", "random"), "l1_filter": ("channel", "l1"), "group_norm": ("channel", "group_l2"),
-    "fpgm": ("channel", "geometric_median"), "taylor": ("channel", "taylor"), "random_channels": ("channel", "random"),
-    "slim": ("channel", "bn_scale"), "svd": ("factor", "svd"), "tucker2": ("factor", "tucker"),
-    "slim+lsq4": ("mixed", "bn_scale+lsq"), "l1+ptq8": ("mixed", "l1+minmax"), "ptq_minmax": ("tensor", "minmax"),
-    "ptq_percentile": ("tensor", "percentile"), "ptq_mse": ("tensor", "mse"), "qat_ste": ("tensor", "ste"),
-    "lsq": ("tensor", "lsq"), "dorefa_pact": ("tensor", "dorefa_pact")}
-FAMILY_GRANULARITY = {"baseline": "none", "unstructured": "weight", "structured": "channel", "lowrank": "factor",
-                      "ptq": "tensor", "qat": "tensor", "pipeline": "mixed"}
-_REPORT = {"f_level": "level", "f_achieved": "achieved", "f_sparsity": "sparsity", "f_w_bits": "w_bits", "f_a_bits": "a_bits",
-           "f_size_bytes": "size_bytes", "f_compression_ratio": "compression_ratio", "f_params": "params",
-           "f_params_ratio": "params_ratio", "f_macs": "macs", "f_macs_ratio": "macs_ratio", "f_bops": "bops",
-           "f_latency_b1_ms": "latency_b1_ms", "f_latency_b64_ms": "latency_b64_ms", "f_recovery_steps": "recovery_steps"}
-
-def _num(v) -> float:
-    try: return float(v)
-    except (TypeError, ValueError): return float("nan")
-
-def compression_features(report: dict) -> dict:
-    "The `compression` group of FEATURES from a `compress()` report (missing keys: NaN)."
-    method, fam = str(report.get("method", "")), str(report.get("family", ""))
-    gran, crit = METHOD_TRAITS.get(method, (FAMILY_GRANULARITY.get(fam, "unknown"), method))
-    gran, crit = str(report.get("granularity") or gran), str(report.get("criterion") or crit)   # the registry's, when it says
-    return {"f_method": method, "f_method_family": fam, "f_granularity": gran, "f_criterion": crit,
-            **{f: _num(report.get(k)) for f, k in _REPORT.items()}}
-
-# %% ../nbs/05_extract.ipynb #461ac496
-def _conv_linear_weights(model):
-    from metacompress.compress import conv_linear
-    return [m.weight for _, m in conv_linear(model) if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.requires_grad]
-
-def gradient_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    "`f_src_grad_norm`, layer mean/std and `f_src_snip` from one backward pass of the mean CE on (x, y)."
-    model.eval(); model.zero_grad(set_to_none=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    g = dict(zip(map(id, params), grads))
-    total = math.sqrt(sum(float(t.double().square().sum()) for t in grads if t is not None))
-    ws = [w for w in _conv_linear_weights(model) if g.get(id(w)) is not None]
-    layer = torch.tensor([float(torch.linalg.vector_norm(g[id(w)].double())) for w in ws], dtype=torch.float64)
-    snip = sum(float((w.detach().double() * g[id(w)].double()).abs().sum()) for w in ws)
-    nan = float("nan")
-    return {"f_src_grad_norm": total, "f_src_grad_layer_mean": float(layer.mean()) if len(layer) else nan,
-            "f_src_grad_layer_std": float(layer.std(unbiased=False)) if len(layer) else nan, "f_src_snip": snip}
-
-def synflow(model: nn.Module, image_size: int = 32) -> float:
-    "log10 of the synflow score Σ|θ ⊙ ∂R/∂θ| with |θ| and an all-ones input (Tanaka et al. 2020)."
-    m = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for p in m.parameters(): p.abs_()
-    params = [p for p in m.parameters() if p.requires_grad]
-    with torch.enable_grad():
-        r = m(torch.ones(1, 3, image_size, image_size)).sum()
-        grads = torch.autograd.grad(r, params, allow_unused=True)
-    s = sum(float((p.detach().double() * g.double()).abs().sum()) for p, g in zip(params, grads) if g is not None)
-    return math.log10(s) if s > 0 and math.isfinite(s) else float("nan")
-
-# %% ../nbs/05_extract.ipynb #e0a375b6
-@dataclass
-class FeatureSettings:
-    "What the data-dependent features spend (the profile's 05_extract keys)."
-    batch_size: int = 256
-    grad_n: int = 64
-    curvature_n: int = 32
-    lanczos_k: int = 3
-    lanczos_iter: int = 6
-    trace_matvecs: int = 6
-    proxies: bool = True
-
-def curvature_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: FeatureSettings, seed: int = 0) -> tuple[dict, str]:
-    "({f_src_hess_eig1..3, f_src_hess_trace}, setup string) on the batch (x, y)."
-    import hessian_eigenthings as he
-    nan = float("nan"); out = {f"f_src_hess_eig{i}": nan for i in (1, 2, 3)} | {"f_src_hess_trace": nan}
-    if s.curvature_n <= 0 or (s.lanczos_k <= 0 and s.trace_matvecs <= 0): return out, "none"
-    setup = f"lanczos k={s.lanczos_k} iter={s.lanczos_iter}; hutch++ {s.trace_matvecs} mv; {len(x)} img"
-    model.eval()
-    def run(method):
-        op = he.HessianOperator(model, [(x, y)], he.supervised_loss(F.cross_entropy), method=method,
-                                param_filter=lambda n, p: p.requires_grad)
-        res = dict(out)
-        with torch.enable_grad():
-            if s.lanczos_k > 0:
-                k = min(s.lanczos_k, 3, op.size)
-                ev = he.lanczos(op, k=k, max_iter=max(s.lanczos_iter, k + 1) if op.size > k + 1 else None, seed=seed).eigenvalues
-                for i, v in enumerate(sorted((float(v) for v in ev), key=abs, reverse=True)[:3]): res[f"f_src_hess_eig{i + 1}"] = v
-            if s.trace_matvecs > 0:
-                res["f_src_hess_trace"] = float(he.trace(op, num_matvecs=s.trace_matvecs, method="hutch++", seed=seed).estimate)
-        return res
-    try:
-        try: out = run("autograd")
-        except RuntimeError as e:   # an op without double backward (e.g. hardswish): central-difference HVPs instead
-            if "derivative" not in str(e) and "backward" not in str(e): raise
-            out = run("finite_difference"); setup += "; finite-difference HVP"
-    except RuntimeError as e:       # neither works (a custom autograd function): a limitation, recorded, not a bug
-        return out, f"failed: {type(e).__name__}: {str(e)[:120]}"
-    finally: model.zero_grad(set_to_none=True)
-    return out, setup
-
-# %% ../nbs/05_extract.ipynb #4bfc7a9c
-def logits_of(model: nn.Module, split: Split, batch_size: int = 256) -> torch.Tensor:
-    """Logits (float32, CPU) of `model` in eval mode on every image of `split` (`Split.inputs()` input), under
-    `torch.inference_mode` in channels-last memory layout (faster on a CPU for the zoo's
-    conv nets but tiny LeNet; `make bench-eval` prints the ratios).
-    The layout changes outside inference mode, so the model's parameters stay ordinary tensors (gradient features
-    train on it next) and it is handed back in the default layout."""
-    if not len(split): return torch.empty(0)
-    model.eval().to(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            out = torch.cat([model(split.inputs(torch.arange(i, min(i + batch_size, len(split)))).contiguous(memory_format=torch.channels_last)).float()
-                             for i in range(0, len(split), batch_size)])
-        return out.clone()   # outside inference mode: an ordinary tensor
-    finally: model.to(memory_format=torch.contiguous_format)
-
-def _source_key(source: Split) -> str: return tensor_hash(source.x, source.y)
-
-def cell_features(model: nn.Module, base: nn.Module, source: Split | None, *, report: dict, meta: dict | None = None,
-                  settings: FeatureSettings | None = None, base_cache: dict | None = None,
-                  model_cache: dict | None = None, seed: int = 0) -> dict[str, float | str]:
-    """Every meta-feature (all `f_*` columns of FEATURES) of compressed `model` against its uncompressed `base` on
-    the eval images `source` (a Split whose labels are the source's labels), or data-free only when `source` is
-    None (source-dependent columns NaN). `report`: `compress()`'s report; `meta`: zoo metadata. `base_cache` /
-    `model_cache`: dicts reused across calls with the same base / compressed model. Also returns, under the
-    non-feature key `curvature_setup`, what the Hessian features used."""
-    s = settings or FeatureSettings(); bc = base_cache if base_cache is not None else {}
-    mc = model_cache if model_cache is not None else {}
-    model, base = model.cpu().eval(), base.cpu().eval()
-    if "arch" not in bc: bc["arch"] = arch_features(base, meta)
-    if "weights" not in bc: bc["weights"] = _weights(base)
-    if "static" not in mc:
-        st = {**compression_features(report), **weight_features(model, base, bc["weights"])}
-        st["f_synflow"] = synflow(model, source.x.shape[-1] if source is not None else 32) if s.proxies else float("nan")
-        mc["static"] = st
-    out = {name: float("nan") for name in FEATURES.name} | bc["arch"] | mc["static"]
-    out["curvature_setup"] = "none"
-    if source is None: return out
-    if len(source) == 0: raise ValueError("the eval source has no images: pass source=None for data-free features")
-    set_seed(seed)
-    key = _source_key(source)
-    if key not in bc:
-        lg = logits_of(base, source, s.batch_size); bc[key] = {"logits": lg, **behaviour(lg, source.y)}
-    b0 = bc[key]
-    lg = logits_of(model, source, s.batch_size)
-    beh = behaviour(lg, source.y, b0["logits"])
-    out.update({f"f_src_{k}": v for k, v in beh.items()})
-    out.update({f"f_base_src_{k}": b0[k] for k in BASE_BEHAVIOUR})
-    out.update({f"f_d_src_{k}": beh[k] - b0[k] for k in BASE_BEHAVIOUR})
-    g = torch.arange(min(s.grad_n, len(source)))
-    if len(g):
-        gf = gradient_features(model, source.inputs(g), source.y[g])
-        if not s.proxies: gf["f_src_snip"] = float("nan")
-        out.update(gf)
-    t0 = time.perf_counter()
-    c = torch.arange(min(s.curvature_n, len(source)))
-    cv, out["curvature_setup"] = curvature_features(model, source.inputs(c), source.y[c], s, seed) if len(c) else ({}, "none")
-    out.update(cv); out["_t_curvature"] = time.perf_counter() - t0
-    return out
+__all__ = ['log', 'CACHE_VERSION', 'RUN_PARAMS', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member', 'zoo_name',
+           'ExtractJob', 'extract_cell', 'grid_keys', 'save_metadata', 'timing_table', 'write_seed_spread',
+           'extract_budget_record', 'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures',
+           'literature_table']
 
 # %% ../nbs/05_extract.ipynb #8935cfdb
 def strong_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -398,36 +77,50 @@ CACHE_VERSION = 2   # bump when a feature's code changes: every cell is then rec
 _PROC: dict = {}    # per-process: splits, zoo models, base caches
 
 def zoo_member(profile: str, name: str):
-    "(model, meta) of zoo member `name` (via `load_zoo_model`, else `load_zoo`)."
-    from metacompress import finetune
-    if hasattr(finetune, "load_zoo_model"): return finetune.load_zoo_model(profile, name)
-    return finetune.load_zoo(profile, [name])[name]
+    "(model, meta) of zoo member `name`."
+    return load_zoo_model(profile, name)
 
 def zoo_name(name: str, meta: dict) -> str: return str(meta.get("name") or meta.get("arch") or name)
+
+@dataclass
+class ExtractJob:
+    """What every cell of one run reads besides its key; picklable (the process pool and Ray send it to workers).
+    `zoo`, `test`, `train` travel with the job on remote engines; left None, a worker loads them from the profile's
+    files. `out_dir`: where a worker keeps the base models' caches (None: it writes nothing, as on remote engines)."""
+    profile: str
+    budget: Budget
+    settings: FeatureSettings
+    sources: dict                       # eval source -> Split (None: the data-free `none` source)
+    test_n: int | None = None           # the first n test images (None: all)
+    threads: int | None = None          # torch threads per cell (None: as is)
+    model_fps: dict = field(default_factory=dict)   # zoo member -> fingerprint of its metadata (the caches' keys)
+    out_dir: str | None = None
+    zoo: dict | None = None             # name -> (model, meta)
+    test: Split | None = None
+    train: Split | None = None
 
 def _proc_splits(profile):
     if ("splits", profile) not in _PROC: _PROC[("splits", profile)] = load_splits(profile)
     return _PROC[("splits", profile)]
 
-def _test_split(common) -> Split:
-    if common.get("test") is not None: return common["test"]
-    t = _proc_splits(common["profile"]).test
-    return t if common.get("test_n") is None else t[:common["test_n"]]
+def _test_split(job: ExtractJob) -> Split:
+    if job.test is not None: return job.test
+    t = _proc_splits(job.profile).test
+    return t if job.test_n is None else t[:job.test_n]
 
-def _base(common, name):
+def _base(job: ExtractJob, name):
     "(model, meta) of zoo model `name`, memoised per process."
-    if common.get("zoo") is not None: return common["zoo"][name]
-    k = ("zoo", common["profile"], name)
-    if k not in _PROC: _PROC[k] = zoo_member(common["profile"], name)
+    if job.zoo is not None: return job.zoo[name]
+    k = ("zoo", job.profile, name)
+    if k not in _PROC: _PROC[k] = zoo_member(job.profile, name)
     return _PROC[k]
 
-def _base_cache(common, name, model, test: Split) -> dict:
+def _base_cache(job: ExtractJob, name, model, test: Split) -> dict:
     "The uncompressed model's test accuracy/loss and accounting, memoised per process and on disk."
-    from metacompress.compress import accounting
-    fp = fingerprint(common.get("model_fps", {}).get(name), tensor_hash(test.x, test.y), CACHE_VERSION)
+    fp = fingerprint(job.model_fps.get(name), tensor_hash(test.x, test.y), CACHE_VERSION)
     k = ("base", name, fp)
     if k in _PROC: return _PROC[k]
-    path = Path(common["out_dir"]) / "base" / f"{name}.{fp}.pt" if common.get("out_dir") else None
+    path = Path(job.out_dir) / "base" / f"{name}.{fp}.pt" if job.out_dir else None
     bc = None
     if path is not None and path.is_file():
         try: bc = load_torch(path)
@@ -435,7 +128,7 @@ def _base_cache(common, name, model, test: Split) -> dict:
     if bc is None:
         t0 = time.perf_counter()
         lg = logits_of(model, test, 256)
-        b = common["budget"]
+        b = job.budget
         bc = {"test": {"acc": float((lg.argmax(1) == test.y).double().mean()), "loss": float(F.cross_entropy(lg.double(), test.y))},
               "accounting": {k2: float(v) for k2, v in accounting(model, repeats=b.latency_repeats, warmup=b.latency_warmup,
                                                                   threads=b.latency_threads, latency=False).items()},
@@ -445,28 +138,26 @@ def _base_cache(common, name, model, test: Split) -> dict:
     return bc
 
 def _not_applicable_rows(key, reason, arch, sources) -> list[dict]:
-    from metacompress.compress import get_method
     m = get_method(key["method"])
     rep = {"method": key["method"], "family": m.family, "level": key["level"]}
     f = {n: float("nan") for n in FEATURES.name} | arch | compression_features(rep)
-    return [{**_keys(key, src, False, reason, n), **f, **{t: float("nan") for t in TARGETS + TIMES}, "curvature_setup": "none"}
+    return [{**_keys(key, src, False, reason, n), **f, **{t: float("nan") for t in TARGET_COLUMNS + TIMES}, "curvature_setup": "none"}
             for src, n in sources.items()]
 
 def _keys(key, source, applicable, reason, source_n: int) -> dict:
     return {"cell_id": cell_id(key), "model": key["model"], "method": key["method"], "level": float(key["level"]),
             "seed": int(key["seed"]), "source": source, "source_n": int(source_n), "applicable": applicable, "reason": reason}
 
-def extract_cell(key: dict, common: dict) -> dict:
+def extract_cell(key: dict, job: ExtractJob) -> dict:
     "One grid cell: compress, recover, features on every source, targets on the test split -> {'rows', 'report'}."
-    from metacompress.compress import NotApplicable, compress
-    if common.get("threads"): torch.set_num_threads(common["threads"])
-    name = key["model"]; base, meta = _base(common, name)
-    test = _test_split(common); sources = common["sources"]
-    train = common["train"] if common.get("train") is not None else _proc_splits(common["profile"]).train
-    bk = ("feat", name, fingerprint(common.get("model_fps", {}).get(name), {k: _source_key(v) for k, v in sources.items() if v is not None}))
+    if job.threads: torch.set_num_threads(job.threads)
+    name = key["model"]; base, meta = _base(job, name)
+    test = _test_split(job); sources = job.sources
+    train = job.train if job.train is not None else _proc_splits(job.profile).train
+    bk = ("feat", name, fingerprint(job.model_fps.get(name), {k: source_key(v) for k, v in sources.items() if v is not None}))
     fcache = _PROC.setdefault(bk, {})
-    btest = _base_cache(common, name, base, test)
-    budget = dataclasses.replace(common["budget"], seed=int(key["seed"]))
+    btest = _base_cache(job, name, base, test)
+    budget = dataclasses.replace(job.budget, seed=int(key["seed"]))
     set_seed(int(key["seed"]))
     try:
         model, rep = compress(base, key["method"], key["level"], train, budget, base=btest["accounting"], name=name)
@@ -484,7 +175,7 @@ def extract_cell(key: dict, common: dict) -> dict:
     rows, mc = [], {}
     for src, split in sources.items():
         t0 = time.perf_counter()
-        f = cell_features(model, base, split, report=rep, meta=meta, settings=common["settings"], base_cache=fcache,
+        f = cell_features(model, base, split, report=rep, meta=meta, settings=job.settings, base_cache=fcache,
                           model_cache=mc, seed=int(key["seed"]))
         t_all = time.perf_counter() - t0; t_curv = f.pop("_t_curvature", 0.0)
         rows.append({**_keys(key, src, True, "", len(split) if split is not None else 0), **{c: f[c] for c in FEATURES.name}, **y,
@@ -494,40 +185,11 @@ def extract_cell(key: dict, common: dict) -> dict:
     rep.update(test_acc=acc, test_loss=loss, eval_n=n)
     return {"rows": rows, "report": {k: v for k, v in rep.items() if isinstance(v, (str, int, float, bool, type(None)))}}
 
-# %% ../nbs/05_extract.ipynb #37c589b7
-def check_schema(df: pd.DataFrame) -> pd.DataFrame:
-    "The table in schema order, or a ValueError naming what is wrong."
-    missing = [c for c in COLUMNS if c not in df.columns]
-    extra = [c for c in df.columns if c not in COLUMNS]
-    if missing or extra: raise ValueError(f"metadata schema: missing columns {missing}, undocumented columns {extra}; "
-                                          "add them to extract.FEATURES / TARGETS / TIMES or fix the cell function")
-    df = df[COLUMNS].copy()
-    for c in CATEGORICAL + ("cell_id", "model", "method", "source", "reason", "curvature_setup"): df[c] = df[c].astype(str)
-    num = [c for c in COLUMNS if c.startswith(("f_", "y_", "t_")) and c not in CATEGORICAL] + ["level"]
-    for c in num:
-        try: df[c] = df[c].astype("float64")
-        except (TypeError, ValueError) as e: raise ValueError(f"metadata schema: column {c} is not numeric ({e})") from e
-    df["seed"] = df.seed.astype("int64"); df["source_n"] = df.source_n.astype("int64"); df["applicable"] = df.applicable.astype(bool)
-    bad_src = set(df.source) - set(SOURCES)
-    if bad_src: raise ValueError(f"metadata schema: unknown sources {sorted(bad_src)}; valid: {list(SOURCES)}")
-    dup = df.duplicated(["cell_id", "source"])
-    if dup.any(): raise ValueError(f"metadata schema: duplicate (cell_id, source) rows, e.g. {df[dup][['cell_id', 'source']].head(3).values.tolist()}")
-    nan_y = df[df.applicable][TARGETS].isna().any(axis=1)
-    if nan_y.any(): raise ValueError(f"metadata schema: NaN targets in applicable cells {sorted(set(df[df.applicable][nan_y].cell_id))[:5]}")
-    return df.reset_index(drop=True)
-
-def save_metadata(df: pd.DataFrame, path: str | Path) -> Path:
-    "Schema-check `df` and write it as parquet, atomically."
-    df = check_schema(df)
-    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
-    return Path(path)
-
 # %% ../nbs/05_extract.ipynb #e4ca9176
 def grid_keys(model_names, methods="all", levels="all", seeds=(0,), levels_per_model: int | None = None) -> list[dict]:
     """Cell keys: every model x (the baseline `none` + the catalogue's (method, level) cells) x seed. With
     `levels_per_model` = r, model i gets only r levels of each method, rotating through the method's levels
     (levels[(i + j) % k], j < r), so that across the zoo every level of every method is covered at lower cost."""
-    from metacompress.compress import grid_cells
     cells = [c for c in grid_cells(methods, levels) if c[0] != "none"]
     per_method: dict[str, list] = {}
     for meth, lv in cells: per_method.setdefault(meth, []).append(lv)
@@ -542,6 +204,12 @@ def grid_keys(model_names, methods="all", levels="all", seeds=(0,), levels_per_m
     return keys
 
 # %% ../nbs/05_extract.ipynb #412d7199
+def save_metadata(df: pd.DataFrame, path: str | Path) -> Path:
+    "Schema-check `df` and write it as parquet, atomically."
+    df = check_schema(df)
+    with atomic_path(path) as tmp: df.to_parquet(tmp, index=False)
+    return Path(path)
+
 def timing_table(df: pd.DataFrame) -> pd.DataFrame:
     "Per-cell seconds: compress, recovery, features and curvature per source, test evaluation, total."
     ok = df[df.applicable]
@@ -572,10 +240,12 @@ def extract_budget_record(budget, settings: FeatureSettings, source_n: int) -> d
     `source_n`. 06_predict copies it into the predictor file, so the recommender ranks a user's candidates under the
     same budget as the cells the predictor learned from."""
     b = {k: v for k, v in asdict(budget).items() if k not in ("seed", "device")}
-    f = {"feature_batch": settings.batch_size, "grad_n": settings.grad_n, "curvature_n": settings.curvature_n,
-         "lanczos_k": settings.lanczos_k, "lanczos_iter": settings.lanczos_iter, "trace_matvecs": settings.trace_matvecs,
-         "proxies": settings.proxies}
-    return {**b, **f, "source_n": int(source_n)}
+    return {**b, **settings.to_params(), "source_n": int(source_n)}
+
+# the 05_extract keys that are neither `Budget` fields nor feature settings (`profile`, `seed`, `device` come with every step)
+RUN_PARAMS = ("profile", "seed", "device", "models", "methods", "levels", "levels_per_model", "seeds", "sources", "source_n", "test_n",
+              "workers", "threads", "engine", "ray_num_cpus", "ray_num_gpus", "ray_max_retries", "spread_models", "spread_methods",
+              "spread_seeds", "force")
 
 def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
                 source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
@@ -585,14 +255,11 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     """The profile's meta-dataset: runs (or resumes) the grid and writes `data/metadata/<profile>/metadata.parquet`,
     `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`.
     `engine='ray'` runs one Ray task per cell (`engine_options`: num_cpus, num_gpus, max_retries; `RAY_ADDRESS` joins a
-    cluster): the zoo, the test split and the train split travel in `common` (put in the object store once), and workers
+    cluster): the zoo, the test split and the train split travel in the `ExtractJob` (put in the object store once), and workers
     write nothing, so no shared filesystem is needed; the driver alone writes the cell files.
     Seed-to-seed spread: the main grid's cells of `spread_models` x `spread_methods` (at the level the grid gave them)
     are run again with each of `spread_seeds`, in the same resumable grid, and written to `extract_seed_spread.csv`
     (model, method, level, seed, y_test_acc, f_src_acc on the ideal source); they stay out of the meta-dataset."""
-    from metacompress import compress as C
-    from metacompress.compress import Budget
-    from metacompress.finetune import load_zoo
     budget = budget or Budget(); settings = settings or FeatureSettings()
     splits = load_splits(profile)
     zoo = load_zoo(profile)
@@ -602,19 +269,15 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
         if unknown: raise ValueError(f"models {unknown} are not in the {profile!r} zoo: valid: {sorted(names)}")
         zoo = {n: zoo[n] for n in zoo if n in models or zoo_name(n, zoo[n][1]) in models}
     model_fps = {n: fingerprint({k: v for k, v in meta.items() if "seconds" not in k and "per_s" not in k}) for n, (_, meta) in zoo.items()}
-    generated = None
-    if "diffusion" in sources:
-        from metacompress.generate import load_generated
-        generated = load_generated(profile)
+    generated = load_generated(profile) if "diffusion" in sources else None
     src = draw_sources(splits, generated, source_n, tuple(sources), seed)
     test = splits.test if test_n is None else splits.test[:test_n]
     out = profile_dir("metadata", profile)
-    common = {"profile": profile, "budget": budget, "settings": settings, "sources": src, "test_n": test_n,
-              "threads": threads, "model_fps": model_fps, "out_dir": str(out)}
+    job = ExtractJob(profile, budget, settings, src, test_n=test_n, threads=threads, model_fps=model_fps, out_dir=str(out))
     if engine != "local":  # remote workers: everything a cell reads travels with it; nothing is written on a worker
-        common.update(zoo=zoo, test=test, train=splits.train, out_dir=None)
-    recipe = {"version": CACHE_VERSION, "compress_version": getattr(C, "CACHE_VERSION", None), "budget": asdict(budget),
-              "settings": asdict(settings), "sources": {k: _source_key(v) if v is not None else None for k, v in src.items()},
+        job = dataclasses.replace(job, zoo=zoo, test=test, train=splits.train, out_dir=None)
+    recipe = {"version": CACHE_VERSION, "compress_version": C.CACHE_VERSION, "budget": asdict(budget),
+              "settings": asdict(settings), "sources": {k: source_key(v) if v is not None else None for k, v in src.items()},
               "test": tensor_hash(test.x, test.y), "train": tensor_hash(splits.train.x[:64], splits.train.y), "data": splits.data_hash}
     keys = grid_keys(list(zoo), methods, levels, seeds, levels_per_model)
     extra_seeds = [int(sd) for sd in spread_seeds if int(sd) not in {int(x) for x in seeds}]
@@ -624,7 +287,7 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     log.info(f"extract: {len(keys)} cells ({len(zoo)} models x {len(keys) // max(1, len(zoo) * len(seeds))} method-levels x {len(seeds)} seeds), "
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
-    res = run_grid(extract_cell, keys + spread_keys, common, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
+    res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
                    workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
                    failed=lambda r: not r["report"].get("applicable", True))
     wall = time.perf_counter() - t0
@@ -646,7 +309,6 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
 # %% ../nbs/05_extract.ipynb #b9a53527
 def compression_table(reports: list[dict]) -> pd.DataFrame:
     "One row per cell in `compress`'s CSV schema (test_acc from this step's test split)."
-    from metacompress.compress import CSV_COLUMNS, get_method
     rows = []
     for r in reports:
         m = get_method(r["method"])
@@ -656,29 +318,25 @@ def compression_table(reports: list[dict]) -> pd.DataFrame:
 
 def plot_feature_correlations(df: pd.DataFrame, path: str | Path, target: str = "y_test_acc") -> pd.DataFrame:
     "Spearman rank correlation of every numeric feature with `target`, per source (heat map); returns the matrix."
-    import matplotlib; matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     ok = df[df.applicable]
     feats = [c for c in FEATURES.name if c not in CATEGORICAL]
     cols = {}
     for s, g in ok.groupby("source", sort=False):
         cols[s] = g[feats].apply(lambda c: c.corr(g[target], method="spearman") if c.nunique() > 1 else np.nan)
     rho = pd.DataFrame(cols).reindex(columns=[s for s in SOURCES if s in cols]).dropna(how="all")
-    fig, ax = plt.subplots(figsize=(1.2 * max(1, rho.shape[1]) + 3, 0.22 * max(1, len(rho)) + 1.5))
+    fig = Figure(figsize=(1.2 * max(1, rho.shape[1]) + 3, 0.22 * max(1, len(rho)) + 1.5)); ax = fig.subplots()
     im = ax.imshow(rho.values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(rho.shape[1]), rho.columns); ax.set_yticks(range(len(rho)), rho.index, fontsize=7)
     fig.colorbar(im, ax=ax, label=f"Spearman ρ with {target}")
     ax.set_title(f"feature–target rank correlation per eval source ({ok.cell_id.nunique()} cells)")
     with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return rho
 
 def write_figures(df: pd.DataFrame, reports: list[dict], figs: Path) -> None:
     "compression.csv/.png, extract_timing.csv, feature_correlations.png under `figs`."
-    from metacompress import compress as C
     comp = compression_table(reports)
     with atomic_path(figs / "compression.csv") as tmp: comp.to_csv(tmp, index=False)
-    if hasattr(C, "plot_compression") and comp.applicable.astype(bool).any(): C.plot_compression(comp, figs / "compression.png")
+    if comp.applicable.astype(bool).any(): plot_compression(comp, figs / "compression.png")
     t = timing_table(df)
     with atomic_path(figs / "extract_timing.csv") as tmp: t.to_csv(tmp, index=False)
     if df.applicable.any(): plot_feature_correlations(df, figs / "feature_correlations.png")

@@ -4,27 +4,32 @@
 
 # %% ../nbs/02_finetune.ipynb #e0c28b41
 from __future__ import annotations
-import copy, hashlib, json, math, time
+import dataclasses, hashlib, json, math, time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch_pruning as tp
 import torchvision
+import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import (figures_dir, get_device, get_logger, load_json, load_torch, loud_warning,
+from .core import (atomic_path, figures_dir, get_device, get_logger, load_json, load_torch, loud_warning,
                                profile_dir, save_json, save_torch, set_module, set_seed)
-from .data import Split, augment_batch, batches, normalize
+from .data import CIFAR10_CLASSES, Split, augment_batch, batches, load_splits, normalize
 from . import cifar_zoo
+from .grid import get_engine
+from .settings import StepSettings
 
 # %% auto #0
-__all__ = ['TV_FAMILIES', 'FINETUNE_SETTINGS', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear',
-           'replace_head', 'adapt_stem', 'build_model', 'model_stats', 'distillation_loss', 'teacher_logits',
-           'train_model', 'evaluate', 'toy_split', 'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths',
-           'save_zoo_model', 'load_zoo_model', 'load_zoo', 'new_label_set', 'build_zoo_member', 'transfer_settings',
-           'member_recipe', 'finetune_member', 'finetune_zoo', 'zoo_seed_spread']
+__all__ = ['TV_FAMILIES', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear', 'replace_head',
+           'adapt_stem', 'build_model', 'model_stats', 'distillation_loss', 'teacher_logits', 'train_model', 'evaluate',
+           'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model', 'load_zoo_model', 'load_zoo',
+           'new_label_set', 'build_zoo_member', 'transfer_settings', 'member_recipe', 'finetune_member', 'finetune_zoo',
+           'zoo_seed_spread', 'FinetuneSettings', 'plot_zoo', 'check_zoo', 'run_finetune']
 
 # %% ../nbs/02_finetune.ipynb #52dd4ad8
 def classification_archs() -> list[str]:
@@ -88,7 +93,6 @@ def build_model(arch: str, num_classes: int = 10, weights: str = "imagenet", ste
 # %% ../nbs/02_finetune.ipynb #d0444953
 def model_stats(model: nn.Module, input_size: int = 32) -> dict:
     "{'params', 'macs', 'size_mb' (fp32)} of `model` on one `input_size`² image."
-    import torch_pruning as tp
     was_training = model.training; model.eval()
     dev = next(model.parameters()).device
     with torch.no_grad(): macs, params = tp.utils.count_ops_and_params(model, torch.randn(1, 3, input_size, input_size, device=dev))
@@ -185,15 +189,6 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 256, device=None,
     if channels_last: model.to(memory_format=torch.contiguous_format)
     return {"acc": correct / len(split), "loss": loss_sum / len(split), "n": len(split)}
 
-# %% ../nbs/02_finetune.ipynb #fa696dd9
-def toy_split(n: int = 512, num_classes: int = 10, size: int = 32, seed: int = 0) -> Split:
-    "Images whose mean brightness encodes their class (for tests and benchmarks)."
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, num_classes, (n,), generator=g)
-    base = (y.float() * (200 / max(num_classes - 1, 1)) + 20)[:, None, None, None]
-    x = (base + torch.randn(n, 3, size, size, generator=g) * 20).clamp(0, 255).to(torch.uint8)
-    return Split(x, y)
-
 # %% ../nbs/02_finetune.ipynb #bfa63db5
 TV_FAMILIES = {"resnet": "resnet", "wide_resnet": "resnet", "resnext": "resnet", "mobilenet_v2": "mobilenet",
                "mobilenet_v3": "mobilenet", "shufflenet": "shufflenet", "regnet": "regnet", "densenet": "densenet",
@@ -209,7 +204,9 @@ def zoo_family(name: str) -> str:
 def is_pretrained(name: str) -> bool: return name in cifar_zoo.MEMBERS
 
 def recipe_hash(recipe: dict) -> str:
-    "Hash of a training recipe (all its parameters, the data hash, the starting weights): resume key."
+    """Hash of a training recipe (all its parameters, the data hash, the starting weights): resume key. Not
+    `grid.fingerprint`: that one hashes a compact JSON list of its arguments, so it gives other values, and every
+    finished checkpoint in `data/models/` is keyed by this one."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def _image_size(splits) -> int:
@@ -255,7 +252,6 @@ def load_zoo(profile: str, archs: list[str] | None = None) -> dict[str, tuple[nn
 # %% ../nbs/02_finetune.ipynb #a9499195
 def new_label_set(splits) -> bool:
     "True when the splits' classes are not CIFAR-10's (in its order): the pretrained members' heads then mean nothing for them."
-    from metacompress.data import CIFAR10_CLASSES
     return tuple(splits.classes) != tuple(CIFAR10_CLASSES)
 
 def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str = "imagenet") -> tuple[nn.Module, str]:
@@ -275,13 +271,6 @@ def build_zoo_member(name: str, splits, *, weights: str = "imagenet", stem: str 
         return model, cifar_zoo.weights_source(name)
     return build_model(name, len(splits.classes), weights, stem)
 
-# the settings `finetune_member` reads (`common['settings']`), with finetune_zoo's defaults
-FINETUNE_SETTINGS = dict(weights="imagenet", stem="imagenet", epochs=1, batch_size=128, lr=0.05, optimizer="sgd", schedule="onecycle",
-                         label_smoothing=0.1, seed=0, device="auto", pt_steps=50, pt_batch_size=64, pt_lr=0.001, pt_optimizer="sgd",
-                         pt_schedule="cosine", pt_label_smoothing=0.0, pt_bn_eval=True, channels_last="auto", progress=True,
-                         transfer_steps=None, transfer_lr=None)
-# transfer_*: the recipe of a pretrained member on a new label set (fresh head, BatchNorm statistics adapt):
-# transfer_steps steps of pt_batch_size (None: 10 x pt_steps), peak lr transfer_lr (None: 10 x pt_lr)
 
 def transfer_settings(s: dict, splits) -> dict | None:
     "The transfer recipe {'steps', 'lr', 'bn_eval'} when the splits hold a new label set, else None (the CIFAR-10 touch-up)."
@@ -342,32 +331,23 @@ def finetune_member(key: dict, common: dict) -> dict:
 
 def _map_members(keys: list[dict], common: dict, on_result, engine: str, engine_options: dict | None) -> None:
     "Run `finetune_member` for `keys` on the grid engine (local: one after the other in this process, torch's threads kept)."
-    from metacompress.grid import get_engine
     opts = {"workers": 1, "threads": None} if engine == "local" else {}
     get_engine(engine)(finetune_member, keys, common, on_result, **opts, **(engine_options or {}))
 
-def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imagenet", stem: str = "imagenet",
-                 epochs: float = 1, batch_size: int = 128, lr: float = 0.05, optimizer: str = "sgd",
-                 schedule: str = "onecycle", label_smoothing: float = 0.1, seed: int = 0, device="auto",
-                 force: bool = False, pretrained: list[str] | None = None, pt_steps: int = 50, pt_batch_size: int = 64,
-                 pt_lr: float = 0.001, pt_optimizer: str = "sgd", pt_schedule: str = "cosine",
-                 pt_label_smoothing: float = 0.0, pt_bn_eval: bool = True, channels_last="auto", progress: bool = True,
-                 engine: str = "local", engine_options: dict | None = None):
+def finetune_zoo(profile: str, archs: list[str], splits, settings: FinetuneSettings | None = None, **overrides) -> pd.DataFrame:
     """Fine-tune every pretrained member (`pt_*` recipe: `pt_steps` steps of `pt_batch_size`) and train every
     torchvision arch (`epochs`...), skipping finished ones with the same recipe; returns the zoo table.
+    `settings` (default `FinetuneSettings()`) with `overrides` of its fields (e.g. `lr=0.01`).
     Each member is one cell of `finetune_member` run by the grid `engine` ('local': one after the other in this
     process; 'ray': one Ray task per member, `engine_options` num_cpus / num_gpus / max_retries); this process alone
     writes the checkpoints. `channels_last`: True / False / 'auto' (on for the torchvision archs measured faster
     that way, and for the pretrained members, all faster on a CPU in NHWC)."""
-    import pandas as pd
+    s = dataclasses.replace(settings or FinetuneSettings(), **overrides)
     log = get_logger()
-    pretrained = list(pretrained or [])
+    pretrained = list(s.pretrained or [])
     bad = [n for n in pretrained if not is_pretrained(n)]
     if bad: raise ValueError(f"not pretrained zoo members: {bad}; members are: {', '.join(cifar_zoo.MEMBERS)}")
-    settings = dict(weights=weights, stem=stem, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                    schedule=schedule, label_smoothing=label_smoothing, seed=seed, device=device, pt_steps=pt_steps,
-                    pt_batch_size=pt_batch_size, pt_lr=pt_lr, pt_optimizer=pt_optimizer, pt_schedule=pt_schedule,
-                    pt_label_smoothing=pt_label_smoothing, pt_bn_eval=pt_bn_eval, channels_last=channels_last, progress=progress)
+    settings, force, engine = s.member_settings(), s.force, s.engine
     names = pretrained + [a for a in archs if a not in pretrained]
     rows, todo = {}, []
     for name in names:
@@ -384,15 +364,14 @@ def finetune_zoo(profile: str, archs: list[str], splits, *, weights: str = "imag
         b = meta["test_acc_before"]
         log.info(f"{key['name']}: test acc {'' if b is None else f'{b:.3f} -> '}{meta['test_acc']:.3f} in {meta['seconds']:.0f}s ({meta['weights_source']})")
         rows[key["name"]] = meta
-    if todo: _map_members(todo, {"splits": splits, "settings": settings}, on_result, engine, engine_options)
+    if todo: _map_members(todo, {"splits": splits, "settings": settings}, on_result, engine, s.zoo_engine_options())
     return pd.DataFrame([rows[n] for n in names])
 
 def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str = "local", engine_options: dict | None = None,
-                    **settings) -> "pd.DataFrame":
+                    **settings) -> pd.DataFrame:
     """Test accuracy of members `names` fine-tuned with each of `seeds` (in memory: nothing is saved), as rows
     (name, seed, test_acc): how much of a difference between members is the seed's (issue 14)."""
-    import pandas as pd
-    defaults = {**FINETUNE_SETTINGS, "progress": False}
+    defaults = FinetuneSettings(progress=False).member_settings()
     unknown = sorted(set(settings) - set(defaults))
     if unknown: raise ValueError(f"unknown fine-tune settings {unknown}; valid: {sorted(defaults)}")
     rows = []
@@ -406,3 +385,103 @@ def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str =
 CHANNELS_LAST_FASTER = ("mobilenet", "shufflenet", "densenet")
 ZOO_COLUMNS = ["name", "family", "weights_source", "params", "macs", "size_mb", "claimed_acc", "test_acc_before", "test_acc",
                "train_seconds", "seconds"]
+
+# %% ../nbs/02_finetune.ipynb #b2bd399a
+@dataclass
+class FinetuneSettings(StepSettings):
+    "Everything step 02_finetune is told (a profile's `02_finetune` section): which members, their recipes, the engine."
+    SECTION = "02_finetune"
+    archs: list = field(default_factory=list)        # torchvision architectures trained here
+    pretrained: list | str | None = None             # pretrained members (`all`: every one of cifar_zoo.MEMBERS)
+    weights: str = "imagenet"                        # torchvision archs: imagenet | none | a state_dict path
+    stem: str = "imagenet"
+    epochs: float = 1
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    force: bool = False                              # retrain finished members too
+    pt_steps: int = 50                               # pretrained members: optimiser steps of pt_batch_size images
+    pt_batch_size: int = 64
+    pt_lr: float = 0.001
+    pt_optimizer: str = "sgd"
+    pt_schedule: str = "cosine"
+    pt_label_smoothing: float = 0.0
+    pt_bn_eval: bool = True                          # BatchNorm keeps its running statistics in the short fine-tune
+    transfer_steps: int | None = None                # a new label set (fresh head): steps of pt_batch_size (None: 10 x pt_steps)
+    transfer_lr: float | None = None                 # its peak lr (None: 10 x pt_lr)
+    channels_last: bool | str = "auto"
+    progress: bool = True
+    engine: str = "local"                            # local | ray
+    engine_options: dict | None = None               # explicit engine options (None: from ray_* for engine ray)
+    ray_num_cpus: float = 1
+    ray_num_gpus: float = 0
+    ray_max_retries: int = 2
+    threads: int | None = None                       # torch threads of the step (None: torch's default)
+    min_test_acc: float = 0.0                        # every model must end at least this accurate
+    claimed_margin: float | None = None              # pretrained members within this of their authors' accuracy
+    spread_members: list = field(default_factory=list)   # seed-to-seed spread: members fine-tuned again per seed
+    spread_seeds: list = field(default_factory=list)
+
+    def member_settings(self) -> dict:
+        "The settings a member cell gets (`finetune_member`'s `common['settings']`; the recipe, hence the resume key, comes from them)."
+        return {k: getattr(self, k) for k in ("weights", "stem", "epochs", "batch_size", "lr", "optimizer", "schedule",
+                                              "label_smoothing", "seed", "device", "pt_steps", "pt_batch_size", "pt_lr",
+                                              "pt_optimizer", "pt_schedule", "pt_label_smoothing", "pt_bn_eval",
+                                              "transfer_steps", "transfer_lr", "channels_last", "progress")}
+
+    def zoo_engine_options(self) -> dict | None:
+        "Options of the grid engine: `engine_options`, else the ray_* keys for engine ray, else None."
+        if self.engine_options is not None: return self.engine_options
+        return {"num_cpus": self.ray_num_cpus, "num_gpus": self.ray_num_gpus, "max_retries": self.ray_max_retries} if self.engine == "ray" else None
+
+# %% ../nbs/02_finetune.ipynb #f4a340e7
+def plot_zoo(zoo: pd.DataFrame, path: str | Path, title: str, image_size: int = 32) -> Path:
+    "Test accuracy against MACs per image, a dot per zoo model (size: parameters, colour: family), written atomically."
+    import matplotlib; matplotlib.use("Agg", force=False)   # here: the backend is the caller's until a figure is drawn
+    import matplotlib.pyplot as plt, seaborn as sns
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=zoo, x="macs", y="test_acc", size="params", sizes=(40, 400), hue="family", ax=ax)
+    for _, r in zoo.iterrows(): ax.annotate(f"{r['name']}\n{r.params/1e6:.2f}M", (r.macs, r.test_acc), fontsize=6, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log"); ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M")); ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"MACs per {image_size}x{image_size} image"); ax.set_ylabel("test accuracy after fine-tuning"); ax.margins(x=0.15, y=0.12)
+    ax.legend(fontsize=7, loc="lower right"); ax.set_title(title, fontsize=9)
+    path = Path(path)
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig); return path
+
+def check_zoo(zoo: pd.DataFrame, settings: FinetuneSettings) -> None:
+    "Every model at least `min_test_acc`; with `claimed_margin`, every member with a claim within it of its authors' accuracy."
+    low = zoo[zoo.test_acc < settings.min_test_acc]
+    if not low.empty: raise ValueError(f"below the profile's min_test_acc={settings.min_test_acc}: {low[['name', 'test_acc']].to_dict('records')}")
+    if settings.claimed_margin is None: return                # (LeNet has no claim)
+    claimed = zoo[zoo.claimed_acc.notna()]
+    short = claimed[claimed.test_acc < claimed.claimed_acc - settings.claimed_margin]
+    if not short.empty: raise ValueError(f"below claimed accuracy - {settings.claimed_margin}: {short[['name', 'claimed_acc', 'test_acc']].to_dict('records')}")
+
+# %% ../nbs/02_finetune.ipynb #71bd2e29
+def run_finetune(profile: str, settings: FinetuneSettings) -> dict[str, Path]:
+    "Step 02_finetune: the profile's zoo fine-tuned and checked; `zoo.csv`, `zoo_seed_spread.csv`, `zoo.png` under its figures."
+    if settings.threads: torch.set_num_threads(settings.threads)
+    splits = load_splits(profile); figs = figures_dir(profile)
+    pretrained = list(cifar_zoo.MEMBERS) if settings.pretrained == "all" else list(settings.pretrained or [])
+    s = dataclasses.replace(settings, pretrained=pretrained)
+    t_zoo = time.perf_counter()
+    zoo = finetune_zoo(profile, s.archs, splits, s)
+    get_logger().info(f"zoo of {len(zoo)} models in {time.perf_counter() - t_zoo:.0f}s (models skipped as done count ~0s)")
+    paths = {"zoo": figs / "zoo.csv", "zoo_seed_spread": figs / "zoo_seed_spread.csv", "zoo_png": figs / "zoo.png"}
+    with atomic_path(paths["zoo"]) as tmp: zoo[ZOO_COLUMNS].to_csv(tmp, index=False, float_format="%.4f")
+    check_zoo(zoo, s)
+    spread_settings = {k: v for k, v in s.member_settings().items() if k not in ("seed", "progress")}
+    spread = zoo_seed_spread(splits, [n for n in s.spread_members if n in set(zoo.name)], s.spread_seeds,
+                             engine=s.engine, engine_options=s.zoo_engine_options(), **spread_settings)
+    own = zoo[zoo.name.isin(spread.name)][["name", "test_acc"]].assign(seed=s.seed)
+    spread = pd.concat([own, spread], ignore_index=True).sort_values(["name", "seed"], ignore_index=True)
+    with atomic_path(paths["zoo_seed_spread"]) as tmp: spread.to_csv(tmp, index=False, float_format="%.4f")
+    plot_zoo(zoo, paths["zoo_png"], f"zoo ({profile}): {len(zoo)} models, pretrained members fine-tuned {s.pt_steps} steps x {s.pt_batch_size} images",
+             _image_size(splits))
+    return paths

@@ -4,28 +4,37 @@
 
 # %% ../nbs/03_generate.ipynb #7dec03af
 from __future__ import annotations
-import argparse, copy, math, pickle, re, sys, time
+import argparse, copy, math, os, pickle, platform, re, sys, time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .core import (project_root, data_dir, profile_dir, figures_dir, step_params, set_seed, get_device,
     get_logger, loud_warning, atomic_path, save_json, load_json, save_torch, load_torch, tensor_hash)
+from .data import CIFAR10_CLASSES, Split, load_splits
 from .edm import (SIGMA_DATA, P_MEAN, P_STD, sigma_steps, edm_sampler, edm_precond, edm_loss_weight, edm_loss,
     EDMPrecond, GaussianDenoiser, guided, has_uncond, evals_per_image, ema_beta, ema_update, to_uint8, to_model_range)
+from .finetune import load_zoo
+from .settings import StepSettings
+
+log = get_logger()
 
 # %% auto #0
-__all__ = ['LOCAL_EDM_VERSION', 'EDM_REQUIRED', 'EDM_URL_HINT', 'parse_seeds', 'parse_classes', 'seed_generators',
+__all__ = ['log', 'LOCAL_EDM_VERSION', 'EDM_REQUIRED', 'EDM_URL_HINT', 'parse_seeds', 'parse_classes', 'seed_generators',
            'per_seed_randn', 'generate_images', 'ResBlock', 'SelfAttention', 'TinyUNet', 'build_edm', 'n_params',
            'edm_eval_loss', 'weights_hash', 'train_edm', 'load_local_edm', 'check_edm_repo', 'load_edm_pickle',
            'local_edm_path', 'dataset_path', 'network_id', 'resolve_network', 'sampler_settings', 'save_pngs',
            'generate_dataset', 'load_generated', 'frechet_distance', 'logits_and_features', 'best_classifier',
            'plot_grid', 'real_reference', 'score_images', 'edm_quality', 'choose_guidance', 'pick_guidance',
-           'benchmark_sampler', 'main', 'train_local_edm']
+           'benchmark_sampler', 'main', 'GenerateSettings', 'train_local_edm', 'load_network', 'guidance_weight',
+           'quality_record', 'run_generate']
 
 # %% ../nbs/03_generate.ipynb #cdd41963
 def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
@@ -55,11 +64,7 @@ def parse_classes(spec: str | int | Sequence[int] | None, label_dim: int = 10) -
     return classes
 
 def _class_names(n: int = 10) -> tuple[str, ...]:
-    try:
-        from metacompress.data import CIFAR10_CLASSES
-        if n == len(CIFAR10_CLASSES): return tuple(CIFAR10_CLASSES)
-    except ImportError: pass
-    return tuple(str(i) for i in range(n))
+    return tuple(CIFAR10_CLASSES) if n == len(CIFAR10_CLASSES) else tuple(str(i) for i in range(n))
 
 # %% ../nbs/03_generate.ipynb #7c19db3f
 def seed_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -387,7 +392,6 @@ def sampler_settings(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_c
 
 def save_pngs(images: torch.Tensor, folder: str | Path, names: Sequence[str]) -> None:
     "Write uint8 (n,C,H,W) images as PNG files `folder/<name>`."
-    from PIL import Image
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     for img, name in zip(images, names):
         arr = img.permute(1, 2, 0).numpy()
@@ -461,7 +465,6 @@ from .finetune import last_linear  # the classifier head; its input is the penul
 @torch.no_grad()
 def logits_and_features(model: nn.Module, images, batch: int = 256, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "Logits and penultimate features (input of the last nn.Linear, via a forward pre-hook) of a `Split` (or uint8 images, CIFAR statistics)."
-    from metacompress.data import Split
     if not isinstance(images, Split): images = Split(images, torch.zeros(len(images), dtype=torch.int64))
     device = get_device(device or "auto") if not isinstance(device, torch.device) else device
     model = model.to(device).eval(); feats = []
@@ -486,12 +489,11 @@ def best_classifier(zoo: dict, ideal, n: int | None = None, device=None) -> tupl
 def plot_grid(images: torch.Tensor, labels: torch.Tensor, path: str | Path | None = None, per_class: int = 10,
               class_names: Sequence[str] | None = None, title: str | None = None):
     "A grid: one row per class, its first `per_class` images. Saved (atomically) when `path` is given."
-    import matplotlib; import matplotlib.pyplot as plt
     classes = sorted(set(labels.tolist()))
     names = class_names or _class_names(max(10, max(classes) + 1))
     per_class = max(1, min(per_class, max(int((labels == c).sum()) for c in classes)))
     height = len(classes) * 0.8 + (0.6 if title else 0.2)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.8 + 1.2, height), squeeze=False)
+    fig = Figure(figsize=(per_class * 0.8 + 1.2, height)); axes = fig.subplots(len(classes), per_class, squeeze=False)
     for r, c in enumerate(classes):
         idx = (labels == c).nonzero().flatten()[:per_class]
         for k in range(per_class):
@@ -516,7 +518,6 @@ def real_reference(model: nn.Module, test, ideal, n: int, device=None) -> dict:
 def score_images(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ref_features: torch.Tensor, stats,
                  device=None) -> dict:
     "Agreement of the classifier's predictions with the conditioning `labels`, and the feature Fréchet distance to `ref_features`."
-    from metacompress.data import Split
     logits, feats = logits_and_features(model, Split(images, labels, stats.mean, stats.std), device=device)
     agree = logits.argmax(1) == labels
     return dict(agreement=float(agree.float().mean()), frechet=frechet_distance(feats, ref_features),
@@ -631,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     args = _parser().parse_args(argv)
     device = get_device(args.device)
     if args.network == "local":
-        if args.train: train_local_edm(args.profile, **{k: v for k, v in step_params(args.profile, "03_generate").items() if k in _TRAIN_KEYS}, device=device)
+        if args.train: train_local_edm(args.profile, GenerateSettings.from_params(step_params(args.profile, "03_generate")), device=device)
         net, info = load_local_edm(local_edm_path(args.profile), device)
         nid = network_id("local", info)
     else:
@@ -656,17 +657,132 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     return ds
 
 # %% ../nbs/03_generate.ipynb #0fa2c7e0
-_TRAIN_KEYS = ("unet_channels", "unet_mults", "unet_blocks", "unet_attn", "train_steps", "train_batch", "lr", "lr_warmup",
-               "ema_halflife_kimg", "ema_rampup", "label_dropout", "xflip", "seed", "force")
+@dataclass
+class GenerateSettings(StepSettings):
+    "The profile's `03_generate` section (and the common seed and device)."
+    SECTION = "03_generate"
+    seed: int = 0
+    device: str = "auto"
+    network: str = "local"
+    network_fallback: str | None = None
+    edm_repo: str | None = None
+    unet_channels: int = 8
+    unet_mults: list = field(default_factory=lambda: [1, 2])
+    unet_blocks: int = 1
+    unet_attn: bool = False
+    train_steps: int | None = 30
+    train_batch: int = 16
+    lr: float = 0.01
+    lr_warmup: int = 5
+    ema_halflife_kimg: float = 50.0
+    ema_rampup: float | None = 0.1
+    label_dropout: float = 0.1
+    xflip: bool = True
+    classes: str | list = "all"
+    seeds: str | list = "0-1"
+    batch: int = 20
+    steps: int = 18
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    S_churn: float = 0.0
+    S_min: float = 0.0
+    S_max: float | None = None
+    S_noise: float = 1.0
+    guidance: str | float = "auto"
+    guidance_grid: list = field(default_factory=lambda: [0.0, 1.0])
+    guidance_seeds: str = "1000"
+    guidance_target: float = 0.8
+    n_select: int | None = 200
+    png: bool = False
+    grid_per_class: int = 10
+    n_real: int = 500
+    threads: int | None = 1
+    force: bool = False
 
-def train_local_edm(profile: str, *, unet_channels=32, unet_mults=(1, 2, 2), unet_blocks=1, unet_attn=True,
-                    train_steps=None, train_batch=32, lr=2e-3, lr_warmup=100, ema_halflife_kimg=50.0, ema_rampup=0.1,
-                    label_dropout=0.0, xflip=True, seed=0, force=False, device=None, progress=True) -> tuple[EDMPrecond, dict]:
+    def sampler(self) -> dict:
+        "The sampler's keyword arguments (`generate_images`, `generate_dataset`, `choose_guidance`)."
+        return dict(batch=self.batch, num_steps=self.steps, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
+                    S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
+
+def train_local_edm(profile: str, settings: GenerateSettings | None = None, *, device=None, progress: bool = True) -> tuple[EDMPrecond, dict]:
     "Train/resume the local EDM of `profile` on its train split for `train_steps` steps (class count from the splits)."
-    from metacompress.data import load_splits
+    s = settings or GenerateSettings()
     splits = load_splits(profile)
-    unet = dict(channels=int(unet_channels), mults=tuple(unet_mults), blocks=int(unet_blocks), attn=bool(unet_attn))
-    return train_edm(splits.train.x, splits.train.y, local_edm_path(profile), unet=unet, max_steps=train_steps,
-                     batch_size=train_batch, lr=lr, lr_warmup_steps=lr_warmup, ema_halflife_kimg=ema_halflife_kimg,
-                     ema_rampup=ema_rampup, label_dropout=label_dropout, label_dim=len(splits.classes), xflip=xflip,
-                     seed=seed, device=device, force=force, progress=progress)
+    unet = dict(channels=int(s.unet_channels), mults=tuple(s.unet_mults), blocks=int(s.unet_blocks), attn=bool(s.unet_attn))
+    return train_edm(splits.train.x, splits.train.y, local_edm_path(profile), unet=unet, max_steps=s.train_steps,
+                     batch_size=s.train_batch, lr=s.lr, lr_warmup_steps=s.lr_warmup, ema_halflife_kimg=s.ema_halflife_kimg,
+                     ema_rampup=s.ema_rampup, label_dropout=s.label_dropout, label_dim=len(splits.classes), xflip=s.xflip,
+                     seed=s.seed, device=device, force=s.force, progress=progress)
+
+# %% ../nbs/03_generate.ipynb #899c1077
+def load_network(profile: str, s: GenerateSettings, device, progress: bool = True) -> tuple[nn.Module, dict | None, str]:
+    "(network in eval mode, the local EDM's training info or None, its id): the official pickle, or the local EDM trained/resumed."
+    net_name = resolve_network(s.network, profile, edm_repo=s.edm_repo, network_fallback=s.network_fallback, device=device)
+    if net_name == "local":
+        net, train_info = train_local_edm(profile, s, device=device, progress=progress)
+        net_id = network_id("local", train_info)
+    else:   # profile paths: from the root
+        net, train_info = load_edm_pickle(net_name, _resolve(s.edm_repo) if s.edm_repo else None, device=device), None
+        net_id = network_id(net_name)
+    return net.to(device).eval(), train_info, net_id
+
+def guidance_weight(net: nn.Module, s: GenerateSettings, model: nn.Module, ideal, device) -> tuple[float, list, float]:
+    "(weight w, the table of the weights tried, seconds): `guidance: auto` tries `guidance_grid` on the last `n_select` ideal images."
+    t0 = time.monotonic()
+    if s.guidance == "auto":
+        n_sel = min(s.n_select or len(ideal), len(ideal))
+        w, table = choose_guidance(net, s.guidance_grid, model, ideal[len(ideal) - n_sel:], seeds=s.guidance_seeds,
+                                   target=s.guidance_target, device=device, **s.sampler())
+    else: w, table = float(s.guidance or 0.0), []
+    return w, table, time.monotonic() - t0
+
+# %% ../nbs/03_generate.ipynb #79033958
+def quality_record(ds: dict, q: dict, bench: dict, net: nn.Module, net_id: str, guidance: tuple, train_info: dict | None,
+                   s: GenerateSettings, dev: torch.device, load_start: float, step_seconds: float, profile: str) -> dict:
+    "The `edm_quality.json` dictionary (see the schema below), with the quality target and the settings."
+    w, gtable, gsec = guidance
+    quality = dict(n_images=q.pop("n_images"), classifier_agreement=q.pop("classifier_agreement"),
+                   feature_frechet=q.pop("feature_frechet"), network=net_id, guidance=w, guidance_table=gtable,
+                   guidance_seconds=gsec, steps=ds["settings"]["steps"], nfe=ds["settings"]["nfe"],
+                   net_evals_per_image=ds["settings"]["net_evals_per_image"], seconds=ds["seconds"], **q,
+                   img_per_s=len(ds["images"]) / max(ds["seconds"], 1e-9), bench_img_per_s=bench["img_per_s"],
+                   sampler_overhead_pct=bench["overhead_pct"],
+                   train_seconds=train_info["seconds"] if train_info else None,
+                   train_steps=train_info["step"] if train_info else None,
+                   train_steps_per_s=(train_info["step"] / train_info["seconds"]) if train_info and train_info["seconds"] else None,
+                   train_batch=s.train_batch if train_info else None, label_dropout=s.label_dropout if train_info else None,
+                   network_params=n_params(net), device=str(dev),
+                   device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+                   threads=torch.get_num_threads(), cpu_count=os.cpu_count(), torch_version=torch.__version__,
+                   load_avg_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], step_seconds=step_seconds, profile=profile)
+    # issue 8's quality target: agreement >= guidance_target x the real ideal images' agreement with the same classifier
+    quality.update(agreement_ratio=quality["classifier_agreement"] / quality["real_baseline_agreement"], agreement_target=s.guidance_target)
+    quality["target_met"] = bool(quality["agreement_ratio"] >= s.guidance_target)
+    quality["settings"] = s.to_dict()
+    return quality
+
+# %% ../nbs/03_generate.ipynb #62293297
+def run_generate(profile: str, settings: GenerateSettings | None = None, progress: bool = True) -> dict[str, Path]:
+    "The step: network, guidance weight, `data/generated/<profile>/edm.pt`, `figures/<profile>/edm_quality.json` and `edm_grid.png`."
+    s = settings or GenerateSettings()
+    set_seed(s.seed); dev = get_device(s.device)
+    if s.threads: torch.set_num_threads(int(s.threads))
+    t_step, load_start = time.monotonic(), os.getloadavg()[0]   # the machine's load explains most speed differences between runs
+    net, train_info, net_id = load_network(profile, s, dev, progress)
+    log.info(f"{net_id}: {n_params(net) / 1e6:.2f} M parameters")
+    splits = load_splits(profile)
+    clf = best_classifier(load_zoo(profile), splits.ideal, s.n_select, dev)
+    guidance = guidance_weight(net, s, clf[1], splits.ideal, dev)
+    ds = generate_dataset(net, dataset_path(profile), seeds=s.seeds, classes=s.classes, guidance=guidance[0], network=net_id,
+                          class_names=splits.classes if len(splits.classes) == int(net.label_dim) else None,
+                          png_dir=profile_dir("generated", profile) / "png" if s.png else None, force=s.force, device=dev,
+                          progress=progress, **s.sampler())
+    q = edm_quality(ds["images"], ds["labels"], None, splits.test, splits.ideal, n_real=s.n_real, device=dev, classifier=clf)
+    bench = benchmark_sampler(net, n=min(s.batch, 32), batch=min(s.batch, 32), num_steps=s.steps, device=dev, guidance=guidance[0])
+    quality = quality_record(ds, q, bench, net, net_id, guidance, train_info, s, dev, load_start, time.monotonic() - t_step, profile)
+    figs = figures_dir(profile)
+    paths = {"dataset": dataset_path(profile), "quality": save_json(quality, figs / "edm_quality.json"), "grid": figs / "edm_grid.png"}
+    plot_grid(ds["images"], ds["labels"], paths["grid"], per_class=s.grid_per_class, class_names=splits.classes,
+              title=f"{net_id}\n{quality['steps']} steps (NFE {quality['nfe']}), guidance w = {guidance[0]}")
+    return paths

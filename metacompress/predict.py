@@ -4,42 +4,44 @@
 
 # %% ../nbs/06_predict.ipynb #de9ff248
 from __future__ import annotations
-import json, math, time, warnings
+import math, time
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure   # the object API: writes PNGs without touching pyplot's backend
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import Ridge
+from tqdm.auto import tqdm
+from xgboost import XGBRegressor
 
-from .core import atomic_path, data_dir, figures_dir, get_logger, profile_dir, save_json, load_json
+from .core import atomic_path, data_dir, figures_dir, get_logger, load_json, profile_dir, save_json
+from .schema import CATEGORICAL, KEYS, SOURCES, feature_columns
+from .settings import StepSettings
 
 log = get_logger()
 
 # %% auto #0
-__all__ = ['log', 'SOURCES', 'KEYS', 'SPLITS', 'STRICT_FAMILIES', 'CATEGORICAL', 'TARGETS', 'PREDICTORS', 'feature_columns',
-           'check_metadata', 'metadata_path', 'load_metadata', 'make_synthetic_metadata', 'FeatureSchema',
-           'target_values', 'to_accuracy', 'xgb_model', 'fit_models', 'cell_table', 'split_groups', 'group_folds',
-           'inner_splits', 'tune', 'conformal_offset', 'Predictor', 'train_predictor', 'save_predictor',
-           'load_predictor', 'linear_baseline', 'calibrated_proxy', 'cross_validate', 'covered', 'score_predictions',
-           'mae_per_method']
+__all__ = ['log', 'SPLITS', 'STRICT_FAMILIES', 'REQUIRED', 'TARGETS', 'PREDICTORS', 'check_metadata', 'metadata_path',
+           'load_metadata', 'make_synthetic_metadata', 'FeatureSchema', 'target_values', 'to_accuracy', 'xgb_model',
+           'fit_models', 'cell_table', 'split_groups', 'group_folds', 'inner_splits', 'tune', 'conformal_offset',
+           'Predictor', 'train_predictor', 'save_predictor', 'load_predictor', 'linear_baseline', 'calibrated_proxy',
+           'cross_validate', 'covered', 'score_predictions', 'mae_per_method', 'PredictSettings', 'feature_importance',
+           'write_predict_figures', 'run_predict']
 
 # %% ../nbs/06_predict.ipynb #054e022c
-SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
-KEYS = ("cell_id", "model", "method", "level", "seed", "source", "applicable", "reason")
 SPLITS = ("random", "arch_split", "compr_split", "arch_family_strict", "compr_family")
 # arch_family_strict: families that share a source or near-identical widths leave together (see "Grouped folds")
 STRICT_FAMILIES = {"resnet": "resnet_like", "preact_resnet": "resnet_like", "plain_cnn": "resnet_like"}
-CATEGORICAL = ("f_family", "f_method", "f_method_family", "f_granularity", "f_criterion")
-
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    "The predictor's inputs: every `f_*` column, in table order."
-    return [c for c in df.columns if c.startswith("f_")]
+# the columns a meta-dataset must have to be read (`source_n` may be absent: the synthetic table has none)
+REQUIRED = (*(k for k in KEYS if k != "source_n"), "y_test_acc", "y_base_test_acc", "y_test_n")
 
 def check_metadata(df: pd.DataFrame, what: str = "meta-dataset") -> pd.DataFrame:
     "Refuse a table that breaks the schema of DEVELOPERS.md ('The meta-dataset') with one message naming the gap."
-    missing = [c for c in (*KEYS, "y_test_acc", "y_base_test_acc", "y_test_n") if c not in df.columns]
+    missing = [c for c in REQUIRED if c not in df.columns]
     if missing: raise ValueError(f"{what} lacks columns {missing}: rebuild it with `make extract PROFILE=...` (schema in DEVELOPERS.md)")
     if not feature_columns(df): raise ValueError(f"{what} has no `f_*` feature columns: rebuild it with `make extract PROFILE=...`")
     bad = sorted(set(df["source"]) - set(SOURCES))
@@ -181,7 +183,6 @@ def to_accuracy(df: pd.DataFrame, target: str, pred: np.ndarray) -> np.ndarray:
     return df["y_base_test_acc"].to_numpy(float) - np.asarray(pred, float)
 
 def xgb_model(params: dict, seed: int, quantiles=None, threads: int = 1):
-    from xgboost import XGBRegressor
     kw = dict(tree_method="hist", n_jobs=threads, random_state=seed, **params)
     if quantiles is not None: kw.update(objective="reg:quantileerror", quantile_alpha=np.asarray(quantiles, float))
     return XGBRegressor(**kw)
@@ -307,17 +308,23 @@ def train_predictor(df: pd.DataFrame, source: str, *, base_params: dict, grid: d
     train = df[df["applicable"].astype(bool) & (df["source"] == source)].reset_index(drop=True)
     if train.empty: raise ValueError(f"no applicable rows for eval source {source!r}: sources present: {sorted(df.source.unique())}")
     params, target, table = tune(train, base_params, grid, targets, inner_folds, seed, threads, kind=split)
-    ys, los, his = [], [], []
-    for _, tr, te in inner_splits(train, split, inner_folds, seed):      # out-of-fold intervals for the calibration
-        a, b = train[train.cell_id.isin(tr)], train[train.cell_id.isin(te)]
-        sch, m, q = fit_models(a, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
-        _, lo, hi = Predictor(sch, source, target, params, list(quantiles), m, q).predict(b)
-        ys.append(b["y_test_acc"].to_numpy(float)); los.append(lo); his.append(hi)
     nominal = float(quantiles[-1] - quantiles[0])
-    offset = conformal_offset(np.concatenate(ys), np.concatenate(los), np.concatenate(his), nominal) if ys else 0.0
+    def out_of_fold(kind):                                            # (y, mean, lo, hi) of every row, predicted by a model that never saw its group
+        got = []
+        for _, tr, te in inner_splits(train, kind, inner_folds, seed):
+            a, b = train[train.cell_id.isin(tr)], train[train.cell_id.isin(te)]
+            sch, m, q = fit_models(a, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
+            got.append((b["y_test_acc"].to_numpy(float), *Predictor(sch, source, target, params, list(quantiles), m, q).predict(b)))
+        return [np.concatenate(v) for v in zip(*got)] if got else None
+    oof = {k: out_of_fold(k) for k in dict.fromkeys((split, "random", "arch_split"))}
+    y, mu, lo, hi = oof[split] if oof[split] is not None else ([], [], [], [])
+    offset = conformal_offset(y, lo, hi, nominal) if len(y) else 0.0  # CQR (Romano et al. 2019) on the quantile model
+    # split conformal on the mean model (Lei et al. 2018): mean +- the `nominal` quantile of its out-of-fold |error|
+    abs_residual = {k: conformal_offset(v[0], v[1], v[1], nominal) for k, v in oof.items() if v is not None}
     schema, mean, q = fit_models(train, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
     meta = {"n_rows": len(train), "models": sorted(train.model.unique()), "methods": sorted(train.method.unique()), "seed": seed,
-            "conformal": {"offset": offset, "nominal": nominal, "n_calibration": int(sum(map(len, ys))), "split": split}}
+            "conformal": {"offset": offset, "nominal": nominal, "n_calibration": int(len(y)), "split": split,
+                          "abs_residual": abs_residual}}
     return Predictor(schema, source, target, params, list(quantiles), mean, q, meta, offset), table
 
 def save_predictor(pred: Predictor, path: str | Path) -> Path:
@@ -337,7 +344,6 @@ def save_predictor(pred: Predictor, path: str | Path) -> Path:
 
 def load_predictor(path: str | Path) -> Predictor:
     "Read a predictor written by `save_predictor` (the sidecar `.json` path)."
-    from xgboost import XGBRegressor
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"predictor {path} does not exist: run `make predict PROFILE=...`")
     side = load_json(path)
@@ -352,7 +358,6 @@ def load_predictor(path: str | Path) -> Predictor:
 # %% ../nbs/06_predict.ipynb #ddcaacc7
 def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:
     "Ridge regression of the accuracy on the same encoded features (median-imputed, standardised on train)."
-    from sklearn.linear_model import Ridge
     schema = FeatureSchema.fit(train)
     A, B = schema.encode(train), schema.encode(test)
     med = np.nanmedian(np.where(np.isfinite(A), A, np.nan), axis=0) if len(A) else np.zeros(A.shape[1])
@@ -364,7 +369,6 @@ def linear_baseline(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0)
 
 def calibrated_proxy(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     "The eval-source accuracy mapped to test accuracy by an isotonic (non-decreasing) fit on the training cells."
-    from sklearn.isotonic import IsotonicRegression
     if "f_src_acc" not in train or "f_src_acc" not in test: return np.full(len(test), np.nan)
     x, y = train["f_src_acc"].to_numpy(float), train["y_test_acc"].to_numpy(float)
     m = np.isfinite(x) & np.isfinite(y)
@@ -423,3 +427,92 @@ def score_predictions(p: pd.DataFrame) -> dict:
 def mae_per_method(p: pd.DataFrame) -> pd.DataFrame:
     "MAE of g per (split, method)."
     return (p.assign(err=(p.pred - p.y_true).abs()).groupby(["split", "method"])["err"].mean().unstack("split"))
+
+# %% ../nbs/06_predict.ipynb #6a000002
+@dataclass
+class PredictSettings(StepSettings):
+    "The profile's `06_predict` section (and the common seed)."
+    SECTION = "06_predict"
+    seed: int = 0
+    sources: Any = "all"                 # eval sources that train a predictor: all present in the meta-dataset, or a list
+    splits: list = field(default_factory=lambda: list(SPLITS))
+    k_folds: int = 3                     # random split: grouped k-fold over cells
+    inner_folds: int = 2                 # grouped CV inside each training fold for (target, hyper-parameters)
+    targets: list = field(default_factory=lambda: list(TARGETS))
+    xgb: dict = field(default_factory=lambda: {"n_estimators": 40, "learning_rate": 0.1, "subsample": 0.8, "colsample_bytree": 0.8,
+                                               "min_child_weight": 1.0})
+    grid: dict = field(default_factory=lambda: {"max_depth": [2, 4]})
+    quantiles: list = field(default_factory=lambda: [0.05, 0.95])
+    headline_source: str = "ideal"       # the source of the figures (the first present when it is absent)
+    synthetic: bool = False              # the synthetic meta-dataset: for trying the step, never for a reported number
+    threads: int | None = 1
+
+def feature_importance(g: Predictor) -> pd.Series:
+    "Gain of each encoded feature in g's mean model, ascending."
+    gain = g.mean_model.get_booster().get_score(importance_type="gain")
+    return pd.Series({g.schema.encoded_names[int(k[1:])]: v for k, v in gain.items()}).sort_values()
+
+def _save_png(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+# %% ../nbs/06_predict.ipynb #6a000003
+def write_predict_figures(preds: pd.DataFrame, scores: dict, g: Predictor, splits, source: str, figs: Path) -> dict[str, Path]:
+    "MAE per method and split, predicted vs true per split, and g's feature importance, for eval source `source`."
+    paths = {k: figs / f"predict_{k}.png" for k in ("mae_per_method", "scatter", "importance")}
+    mm = mae_per_method(preds)
+    fig = Figure(figsize=(7, 0.3 * len(mm) + 2)); ax = fig.subplots()
+    mm.plot.barh(ax=ax); ax.set_xlabel("MAE of g (accuracy)"); ax.set_title(f"MAE per compression method and split (source {source})")
+    _save_png(fig, paths["mae_per_method"])
+    fig = Figure(figsize=(4.5 * len(splits), 4.2)); axes = fig.subplots(1, len(splits), squeeze=False)
+    for ax, kind in zip(axes[0], splits):
+        q = preds[preds.split == kind]
+        if q.empty: ax.set_title(f"{kind}: skipped"); continue
+        ax.errorbar(q.y_true, q.pred, yerr=[q.pred - q.lo, q.hi - q.pred], fmt="o", ms=3, alpha=0.5, elinewidth=0.6)
+        lim = [min(q.y_true.min(), q.lo.min()), max(q.y_true.max(), q.hi.max())]; ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_title(f"{kind}: MAE {scores[kind]['mae']['meta']:.3f}, cover {scores[kind]['coverage']:.2f}")
+        ax.set_xlabel("true test accuracy"); ax.set_ylabel("predicted")
+    _save_png(fig, paths["scatter"])
+    fig = Figure(figsize=(7, 6)); ax = fig.subplots()
+    feature_importance(g).tail(20).plot.barh(ax=ax); ax.set_xlabel("gain"); ax.set_title(f"feature importance of g ({source})")
+    _save_png(fig, paths["importance"])
+    return paths
+
+# %% ../nbs/06_predict.ipynb #6a000004
+def run_predict(profile: str, settings: PredictSettings | None = None, progress: bool = True) -> dict[str, Path]:
+    """The step: held-out predictions, fold membership, tuning tables and scores under `data/predict/<profile>/`;
+    `figures/<profile>/predictor/<source>.json` per eval source and the figures. Returns every path it wrote."""
+    s = settings or PredictSettings()
+    t0 = time.time()
+    figs, out = figures_dir(profile), profile_dir("predict", profile)
+    meta = make_synthetic_metadata(seed=s.seed) if s.synthetic else load_metadata(profile)
+    present = [src for src in SOURCES if src in set(meta.source)]
+    use_sources = present if s.sources == "all" else [src for src in s.sources if src in present]
+    headline = s.headline_source if s.headline_source in use_sources else use_sources[0]
+    fit = dict(base_params=s.xgb, grid=s.grid, targets=s.targets, inner_folds=s.inner_folds, quantiles=s.quantiles, seed=s.seed,
+               threads=s.threads)
+    all_p, all_m = [], []
+    for src, kind in tqdm(list(product(use_sources, s.splits)), desc="cross-validation", disable=not progress):
+        p, m = cross_validate(meta, src, kind, k=s.k_folds, **fit)
+        if p.empty: log.info(f"{kind} has fewer than two groups to hold out for source {src!r}: skipped"); continue
+        all_p.append(p); all_m.append(m)
+    preds = pd.concat(all_p, ignore_index=True); members = pd.concat(all_m, ignore_index=True)
+    paths = {"predictions": out / "predictions.parquet", "folds": out / "folds.parquet", "tuning": out / "tuning.csv"}
+    with atomic_path(paths["predictions"]) as tmp: preds.to_parquet(tmp, index=False)
+    with atomic_path(paths["folds"]) as tmp: members.to_parquet(tmp, index=False)
+    scores = {src: {kind: score_predictions(preds[(preds.source == src) & (preds.split == kind)]) for kind in s.splits} for src in use_sources}
+    # the budget the meta-dataset's cells were recovered under travels with the predictor (05_extract writes it)
+    es = figs / "extract_settings.json"
+    extract_budget = load_json(es)["extract_budget"] if es.is_file() else None
+    final, tuning = {}, []
+    for src in use_sources:
+        final[src], table = train_predictor(meta, src, **fit)
+        if extract_budget: final[src].meta["extract_budget"] = extract_budget
+        paths[f"predictor_{src}"] = save_predictor(final[src], figs / "predictor" / f"{src}.json")
+        tuning.append(table.assign(source=src))
+    with atomic_path(paths["tuning"]) as tmp: pd.concat(tuning, ignore_index=True).to_csv(tmp, index=False)
+    paths |= write_predict_figures(preds[preds.source == headline], scores[headline], final[headline], s.splits, headline, figs)
+    paths["scores"] = save_json({"profile": profile, "sources": use_sources, "splits": s.splits, "headline_source": headline,
+                                 "quantiles": s.quantiles, "scores": scores, "seconds": round(time.time() - t0, 1)}, out / "predict_scores.json")
+    return paths

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['VALID_BITS', 'QUANT_SCHEMES', 'BINARY_SCHEME', 'RANGE_METHODS', 'INT8_RANGES', 'check_scheme', 'check_bits',
-           'round_ste', 'grad_scale', 'fake_quant', 'qrange', 'minmax_range', 'percentile_range', 'range_to_qparams',
-           'mse_range', 'Quantizer', 'UniformQuantizer', 'LSQQuantizer', 'DoReFaWeightQuantizer', 'PACTQuantizer',
-           'BinaryWeightQuantizer', 'QuantConv2d', 'QuantLinear', 'layer_bits', 'quantized_weight', 'make_quantizers',
-           'quantize_model', 'quant_summary', 'check_quantized', 'logit_error', 'deploy_int8', 'fuse_fp32',
-           'fake_quant_twin_int8', 'int8_modules', 'time_forward']
+           'round_ste', 'grad_scale', 'fake_quant', 'fused_fake_quant', 'qrange', 'minmax_range', 'percentile_range',
+           'range_to_qparams', 'mse_range', 'Quantizer', 'UniformQuantizer', 'LSQQuantizer', 'DoReFaWeightQuantizer',
+           'PACTQuantizer', 'BinaryWeightQuantizer', 'QuantConv2d', 'QuantLinear', 'layer_bits', 'quantized_weight',
+           'make_quantizers', 'quantize_model', 'quant_summary', 'check_quantized', 'logit_error', 'deploy_int8',
+           'fuse_fp32', 'fake_quant_twin_int8', 'int8_modules', 'time_forward']
 
 # %% ../nbs/04a_quantize.ipynb #31f3ea0f
 VALID_BITS = (8, 6, 4, 3, 2)
@@ -66,6 +66,11 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q
     xc = torch.minimum(torch.maximum(x, lo), hi)
     xq = (torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale
     return xc + (xq - xc).detach()
+
+def fused_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    "`fake_quant`'s values without autograd, in one of torch's fused kernels (per tensor for a 0-d `scale`, else per output channel, dim 0)."
+    if scale.dim() == 0: return torch.fake_quantize_per_tensor_affine(x, float(scale), int(zero_point), qmin, qmax)
+    return torch.fake_quantize_per_channel_affine(x, scale.float(), zero_point.round().to(torch.int32), 0, qmin, qmax)
 
 # %% ../nbs/04a_quantize.ipynb #615c1e6c
 def _per_channel(x: torch.Tensor) -> torch.Tensor: return x.reshape(x.shape[0], -1)
@@ -166,7 +171,14 @@ class Quantizer(nn.Module):
             with torch.no_grad(): self.initialize(x.detach())
             self.initialized.fill_(True)
             if self.calibrating: return x
+        if not (torch.is_grad_enabled() or self.training):
+            fast = self.quantize_eval(x)        # evaluation: one fused kernel instead of five elementwise passes
+            if fast is not None: return fast
         return self.quantize(x)
+
+    def quantize_eval(self, x: torch.Tensor) -> torch.Tensor | None:
+        "The same values as `quantize` without autograd (torch's fused fake-quant kernels); None: no fast path."
+        return None
 
     def extra_repr(self) -> str: return f"bits={self.bits}"
 
@@ -212,6 +224,10 @@ class UniformQuantizer(Quantizer):
         qmin, qmax = qrange(self.bits, self.symmetric)
         return fake_quant(x, _bshape(self.scale, x), _bshape(self.zero_point, x), qmin, qmax)
 
+    def quantize_eval(self, x):
+        if self.dynamic: return None          # the range follows the tensor: the plain path recomputes it
+        return fused_fake_quant(x, self.scale, self.zero_point, *qrange(self.bits, self.symmetric))
+
     def extra_repr(self):
         return (f"bits={self.bits}, method={self.method}, symmetric={self.symmetric}, per_channel={self.per_channel}"
                 + (", dynamic" if self.dynamic else "") + (f", ema={self.ema}" if self.ema else ""))
@@ -219,18 +235,27 @@ class UniformQuantizer(Quantizer):
 # %% ../nbs/04a_quantize.ipynb #9617a84d
 class LSQQuantizer(Quantizer):
     """LSQ (Esser et al., ICLR 2020): v̂ = round(clip(v/s, -Q_N, Q_P))·s (eq. 1-2) with a learned step `s`
-    (an nn.Parameter), gradient eq. 3 through the STE, gradient scale g = 1/sqrt(N·Q_P) (Sec. 2.2),
-    init s = 2<|v|>/sqrt(Q_P) (Sec. 2). `signed=None`: decide from the first input (unsigned if it is >= 0)."""
-    def __init__(self, bits: int, *, signed: bool | None = True, per_channel: bool = False, channels: int = 1):
+    (an nn.Parameter), gradient eq. 3 through the STE, gradient scale g = 1/sqrt(N·Q_P) (Sec. 2.2).
+    `init`: 'mse' (default) starts `s` at the MSE-optimal range of the first input (`mse_range`), as Nagel et al. 2021
+    (white paper, QAT: initialise from PTQ range setting) and LSQ+ (Bhalgat et al. 2020, MSE initialisation) recommend
+    for a pretrained network; 'paper' is LSQ's s = 2<|v|>/sqrt(Q_P) (Sec. 2), which clips at 2·sqrt(Q_P)·<|v|> and
+    so cuts off the large weights of heavy-tailed channels (measured below). `signed=None`: decide from the first input."""
+    def __init__(self, bits: int, *, signed: bool | None = True, per_channel: bool = False, channels: int = 1, init: str = "mse"):
         super().__init__(bits, signed)
-        self.per_channel = per_channel
+        if init not in ("mse", "paper"): raise ValueError(f"unknown LSQ init {init!r}: choose 'mse' or 'paper'")
+        self.per_channel, self.init = per_channel, init
         self.step = nn.Parameter(torch.ones((channels,) if per_channel else ()))
 
     def initialize(self, x):
         if self.signed is None: self.signed = bool(x.min() < 0)
-        qp = qrange(self.bits, self.signed)[1]
-        m = _per_channel(x).abs().mean(1) if self.per_channel else x.abs().mean()
-        self.step.data.copy_((2 * m / math.sqrt(qp)).clamp_min(1e-8))
+        if self.init == "paper":
+            m = _per_channel(x).abs().mean(1) if self.per_channel else x.abs().mean()
+            s = 2 * m / math.sqrt(qrange(self.bits, self.signed)[1])
+        else: s = range_to_qparams(*mse_range(x, self.bits, bool(self.signed), self.per_channel), self.bits, bool(self.signed))[0]
+        self.step.data.copy_(s.reshape(self.step.shape).clamp_min(1e-8))
+
+    def quantize_eval(self, x):
+        return fused_fake_quant(x, self.step.detach().clamp_min(1e-8), torch.zeros_like(self.step.detach()), *qrange(self.bits, bool(self.signed)))
 
     def quantize(self, x):
         qn, qp = qrange(self.bits, bool(self.signed))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #90a9eb40
 from __future__ import annotations
-import argparse, contextlib, copy, dataclasses, difflib, hashlib, io, json, math, os, sys, time, zipfile
+import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os, shutil, subprocess, sys, tempfile, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,19 +14,23 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .core import (data_dir, figures_dir, get_logger, load_json, load_profile, load_torch, package_dir, project_root,
+from .constraints import Constraint, ConstraintError
+from .core import (atomic_path, data_dir, figures_dir, file_sha256, get_logger, load_json, load_profile, load_torch, package_dir, project_root,
                                save_json, save_torch, set_seed, step_params, tensor_hash)
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes
+from .settings import StepSettings
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes, stratified_order
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TABLE', 'N_CHECK', 'FED_BY_DEFAULT', 'RecommendError', 'parse_amount', 'Constraint', 'fit_state_dict',
-           'file_sha256', 'profile_name', 'load_user_model', 'parse_channels', 'input_spec', 'with_input',
+__all__ = ['log', 'TABLE', 'N_CHECK', 'FED_BY_DEFAULT', 'EXAMPLE_MODEL', 'RecommendError', 'parse_amount', 'fit_state_dict',
+           'profile_name', 'import_factory', 'load_user_model', 'parse_channels', 'input_spec', 'with_input',
            'read_image_folder', 'pseudo_labels', 'ProxyData', 'load_proxy', 'check_model_on', 'settings_from',
            'load_checked_predictor', 'default_predictor', 'ranking_params', 'dry_budget', 'prefilter', 'candidate_cell',
-           'model_fingerprint', 'clock', 'logits', 'accuracy', 'base_row', 'recommend', 'final_finetune', 'write_model',
-           'load_recommended', 'format_table', 'format_timing', 'build_parser', 'run', 'main']
+           'model_fingerprint', 'predictor_interval', 'clock', 'logits', 'accuracy', 'base_row', 'recommend',
+           'final_finetune', 'write_model', 'load_recommended', 'format_table', 'format_timing', 'build_parser', 'run',
+           'main', 'RecommendSettings', 'run_demo', 'train_raw_pixels', 'write_image_folder', 'run_example',
+           'run_recommend']
 
 # %% ../nbs/08_recommend.ipynb #fa0f9967
 class RecommendError(ValueError):
@@ -46,50 +50,9 @@ def parse_amount(s) -> float | None:
         raise RecommendError(f"cannot read amount {s!r}: write a number with an optional unit ({', '.join(k for k in _UNITS if k)}), e.g. 2MB")
     return v * _UNITS[unit]
 
-@dataclass
-class Constraint:
-    "What the deployed model must satisfy (None: no bound). Every bound must be positive (a minimum accuracy: in (0, 1])."
-    max_size_bytes: float | None = None
-    min_ratio: float | None = None
-    max_macs: float | None = None
-    max_bops: float | None = None
-    max_latency_ms: float | None = None
-    latency_batch: int = 1
-    min_pred_acc: float | None = None
+# The one constraint type (07a_constraints): bounds, validation, `misses`, `describe`; an unmeasured property fails its
+# bound, and the pre-recovery filter checks only the bounds measurable before recovery (`static_only`).
 
-    # (field, column, kind, checked before recovery)
-    BOUNDS = (("max_size_bytes", "size_bytes", "max", True), ("min_ratio", "compression_ratio", "min", True),
-              ("max_macs", "macs", "max", True), ("max_bops", "bops", "max", True),
-              ("max_latency_ms", "latency_ms", "max", False), ("min_pred_acc", "pred_acc", "min", False))
-    FLAGS = {"max_size_bytes": "--max-size", "min_ratio": "--min-ratio", "max_macs": "--max-macs", "max_bops": "--max-bops",
-             "max_latency_ms": "--max-latency-ms", "min_pred_acc": "--min-acc"}
-
-    def __post_init__(self):
-        for f, flag in self.FLAGS.items():
-            b = getattr(self, f)
-            if b is None: continue
-            if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
-                raise RecommendError(f"{flag} {b:g} is not a usable bound: pass a positive number (or leave the bound out)")
-        if self.min_pred_acc is not None and self.min_pred_acc > 1:
-            raise RecommendError(f"--min-acc {self.min_pred_acc:g} is above 1: accuracies are fractions in (0, 1], e.g. --min-acc 0.8")
-        if int(self.latency_batch) < 1: raise RecommendError(f"--latency-batch {self.latency_batch} must be at least 1")
-
-    def misses(self, row: dict, static_only: bool = False) -> dict[str, float]:
-        "{column: relative miss} for every bound `row` violates (a missing value counts as no information: met)."
-        out = {}
-        for f, col, kind, static in self.BOUNDS:
-            b = getattr(self, f)
-            if b is None or (static_only and not static): continue
-            v = row.get(col)
-            if v is None or not np.isfinite(v): continue
-            miss = v / b - 1 if kind == "max" else (b / v - 1 if v > 0 else math.inf)
-            if miss > 1e-12: out[col] = float(miss)
-        return out
-
-    def describe(self) -> str:
-        parts = [f"{col} {'<=' if kind == 'max' else '>='} {getattr(self, f):g}" for f, col, kind, _ in self.BOUNDS if getattr(self, f) is not None]
-        if self.max_latency_ms is not None: parts.append(f"(latency at batch {self.latency_batch})")
-        return ", ".join(parts) or "no constraint"
 
 # %% ../nbs/08_recommend.ipynb #187d710b
 def _state_dict(blob) -> dict:
@@ -120,14 +83,32 @@ def _head_name(model: nn.Module) -> str | None:
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     return convs[-1] if convs else None
 
-def file_sha256(path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 def profile_name(profile: str) -> str:
     "The name a profile's files go under: the name itself, or a YAML file's stem."
     return Path(str(profile)).stem if str(profile).endswith((".yaml", ".yml")) else str(profile)
 
+def import_factory(spec: str, module_root: str | None = None) -> tuple[Any, str | None]:
+    """(callable, the sys.path entry its module was found under) of `package.module:factory`: importable as is, else
+    from `module_root` (a recipe's) or the working directory, as `python -m` finds it. Those are appended to sys.path:
+    they never shadow an installed module, and spawned pool workers inherit them."""
+    mod, _, fn = spec.partition(":")
+    top = mod.split(".")[0]
+    for where in (None, module_root, os.getcwd()):
+        if where and where not in sys.path: sys.path.append(where)
+        try: m = importlib.import_module(mod); break
+        except ModuleNotFoundError as e:
+            if e.name != top: raise RecommendError(f"cannot import {spec!r} (ModuleNotFoundError: {e}): install what the module needs") from e
+        except ImportError as e: raise RecommendError(f"cannot import {spec!r} (ImportError: {e}): pass package.module:factory of an importable callable") from e
+    else:
+        raise RecommendError(f"cannot import {spec!r}: no module {top!r} installed or in the working directory {os.getcwd()}: "
+                             "run from the directory that holds it, or set PYTHONPATH")
+    factory = getattr(m, fn, None)
+    if not callable(factory): raise RecommendError(f"cannot import {spec!r}: module {mod} has no callable {fn!r}")
+    f = getattr(m, "__file__", None)
+    return factory, (str(Path(f).resolve().parents[mod.count(".") + (Path(f).name == "__init__.py")]) if f else None)
+
 def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = "smoke", stem: str = "imagenet",
-                    num_classes: int | None = None) -> tuple[nn.Module, dict, dict]:
+                    num_classes: int | None = None, module_root: str | None = None) -> tuple[nn.Module, dict, dict]:
     "(model in eval mode, meta for the features, recipe of how to rebuild it) from a model spec (see above)."
     from metacompress.finetune import build_model, classification_archs, load_zoo_model
     recipe = {"spec": spec, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "profile": profile,
@@ -157,11 +138,8 @@ def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = 
         try: sd = _state_dict(load_torch(checkpoint, "checkpoint", "save it with torch.save(model.state_dict(), path)"))
         except ValueError as e: raise RecommendError(str(e).replace("\n", " ")) from e
     if ":" in spec:
-        import importlib
-        mod, _, fn = spec.partition(":")
-        try: factory = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as e:
-            raise RecommendError(f"cannot import {spec!r} ({type(e).__name__}: {e}): pass package.module:factory of an importable callable") from e
+        factory, recipe["module_root"] = import_factory(spec, module_root)
+        fn = spec.partition(":")[2]
         try: model = factory()
         except Exception as e:
             raise RecommendError(f"{spec}() failed ({type(e).__name__}: {str(e)[:200]}): pass a factory that builds the model with no arguments") from e
@@ -256,9 +234,10 @@ class ProxyData:
         return dataclasses.replace(self, eval=lab(self.eval), train=lab(self.train))
 
 def load_proxy(spec: str, model: nn.Module | None, *, image_size: int = 32, n: int | None = None, n_train: int | None = None,
-               mean=None, std=None) -> ProxyData:
+               mean=None, std=None, holdout: float = 0.0) -> ProxyData:
     """Proxy data from a spec (see above); `n` / `n_train`: first images of the eval / recovery sets. Unlabelled
-    images get `model`'s predictions as labels (`model` None: later, with `ProxyData.with_pseudo_labels`)."""
+    images get `model`'s predictions as labels (`model` None: later, with `ProxyData.with_pseudo_labels`).
+    `holdout`: the share of a labelled folder's images kept out of both as `test` (the --verify data)."""
     cut = lambda s, k: s if k is None else s[:k]
     if spec.startswith("profile:"):
         from metacompress.data import load_splits
@@ -277,11 +256,16 @@ def load_proxy(spec: str, model: nn.Module | None, *, image_size: int = 32, n: i
             raise RecommendError(f"{p} is not an EDM dataset (dict with images, labels): pass a file written by 03_generate")
         s = Split(g["images"], g["labels"].long(), mean, std)
         if not len(s): raise RecommendError(f"{p} holds no images: regenerate it with `make generate`")
-        return ProxyData(cut(s, n), cut(s, n_train), "conditioning", spec)
+        return ProxyData(cut(s, n), cut(s, n_train), "conditioning", str(p.resolve()))
     x, y = read_image_folder(p, image_size)
     kind = "true" if y is not None else "pseudo"
-    s = Split(x, y if y is not None else torch.zeros(len(x), dtype=torch.int64), mean, std)
-    out = ProxyData(cut(s, n), cut(s, n_train), kind, spec)
+    # a fixed shuffled order (class-stratified when labelled): the first n images hold every class, not the first folder's
+    order = stratified_order(y, torch.Generator().manual_seed(0)) if y is not None else torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    s = Split(x[order], y[order] if y is not None else torch.zeros(len(x), dtype=torch.int64), mean, std)
+    test = None
+    if holdout and y is not None:
+        k = int(round(len(s) * holdout)); test, s = s[len(s) - k:], s[:len(s) - k]
+    out = ProxyData(cut(s, n), cut(s, n_train), kind, str(p.resolve()), test)   # absolute: a recipe reloads from any directory
     return out.with_pseudo_labels(model) if model is not None else out
 
 @torch.no_grad()
@@ -362,8 +346,10 @@ def ranking_params(params: dict, pred) -> tuple[dict, str]:
 
 # %% ../nbs/08_recommend.ipynb #2ee4b155
 def dry_budget(budget):
-    "The budget of the pre-recovery accounting pass: no recovery, no Slim sparsity phase, one latency run, no int8 build."
-    return dataclasses.replace(budget, recovery_steps=0, slim_sparsity_steps=0, latency_repeats=1, latency_warmup=0, int8_deploy=False)
+    """The budget of the pre-recovery accounting pass: no recovery, no Slim sparsity phase, no adaptive BN, 8 calibration
+    images, one latency run, no int8 build. Size, ratio, MACs and BOPs depend on none of these (the same table, 20x faster)."""
+    return dataclasses.replace(budget, recovery_steps=0, slim_sparsity_steps=0, bn_images=0, calib_images=min(budget.calib_images, 8),
+                               latency_repeats=1, latency_warmup=0, int8_deploy=False)
 
 def prefilter(model: nn.Module, cells: list[tuple[str, float]], train: Split, budget, constraint: Constraint, base: dict,
               *, slack: float = 0.05, progress: bool = True) -> tuple[list[tuple], pd.DataFrame]:
@@ -426,6 +412,21 @@ def _closest(df: pd.DataFrame, constraint: Constraint, static_only=False) -> str
     worst, r, m = min(misses, key=lambda t: t[0])
     return (f"closest is {r['method']}@{r['level']:g} ("
             + ", ".join(f"{k}={r[k]:.4g} misses by {v:.1%}" for k, v in m.items()) + ")")
+
+def predictor_interval(pred, df: pd.DataFrame, split: str = "arch_split") -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(predicted accuracy, lo, hi, what the interval is) of the candidates `df`: the predictor's residual interval when
+    its file records one (`training.conformal.abs_residual`: the conformal 90 % quantile of its out-of-fold
+    |y - prediction|, per split; `split` first: a model the zoo lacks is a new architecture), else the quantile interval
+    `Predictor.predict` returns (quantile model widened by the CQR offset)."""
+    mean, lo, hi = pred.predict(df)
+    rec = ((getattr(pred, "meta", None) or {}).get("conformal") or {}).get("abs_residual")
+    r = rec.get(split, rec.get("random")) if isinstance(rec, dict) else rec
+    if r is None:
+        return mean, lo, hi, (f"the predictor's {getattr(pred, 'quantiles', '')} quantile model widened by its CQR offset "
+                              f"{getattr(pred, 'conformal', 0.0):.3f} (its file records no abs_residual)")
+    which = f"{split if isinstance(rec, dict) and split in rec else 'random'} split" if isinstance(rec, dict) else "as recorded"
+    return mean, np.clip(mean - r, 0, 1), np.clip(mean + r, 0, 1), (f"prediction +- {r:.3f}: the conformal 90 % quantile of the "
+                                                                     f"predictor's out-of-fold |error| ({which})")
 
 @contextlib.contextmanager
 def clock(timing: dict | None, what: str):
@@ -503,7 +504,7 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
         base_acc = float(df["f_base_src_acc"].iloc[0]) if predictor.source != "none" else float("nan")
     df["y_base_test_acc"] = base_acc
     with clock(timing, "prediction"):
-        try: df["pred_acc"], df["pred_lo"], df["pred_hi"] = predictor.predict(df)
+        try: df["pred_acc"], df["pred_lo"], df["pred_hi"], interval = predictor_interval(predictor, df)
         except ValueError as e: raise RecommendError(f"the predictor cannot score these candidates: {str(e)[:300]}") from e
     df["pred_drop"], df["drop_lo"], df["drop_hi"] = base_acc - df.pred_acc, base_acc - df.pred_hi, base_acc - df.pred_lo
     ok = np.array([not constraint.misses(r) for r in df.to_dict("records")])
@@ -513,7 +514,7 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     brow["pred_acc"] = base_acc
     out.attrs.update(prefilter=pre, work_dir=str(work), base_acc=base_acc, labels=proxy.labels, n_candidates=len(cells), base=brow,
-                     n_recovered=len(keys))
+                     n_recovered=len(keys), interval=interval)
     cols = TABLE + (["measured_acc"] if verify is not None else [])
     return out[cols + [c for c in out.columns if c not in cols]]
 
@@ -579,7 +580,8 @@ def load_recommended(path, check: bool = True) -> tuple[nn.Module, dict]:
     blob = load_torch(path, "recommended model", "write it again with metacompress-recommend --write-model")
     if not isinstance(blob, dict) or "recipe" not in blob: raise RecommendError(f"{path} is not a --write-model file: write it with metacompress-recommend --write-model")
     rc = json.loads(blob["recipe"]); m = rc["model"]
-    base, _, _ = load_user_model(m["spec"], m["checkpoint"], profile=m["profile"], stem=m["stem"], num_classes=m["num_classes"])
+    base, _, _ = load_user_model(m["spec"], m["checkpoint"], profile=m["profile"], stem=m["stem"], num_classes=m["num_classes"],
+                                module_root=m.get("module_root"))
     stats = rc.get("data_stats") or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
     base = with_input(base, m.get("input"), stats["mean"], stats["std"])
     proxy = load_proxy(rc["data"]["spec"], base, **{k: v for k, v in rc["data"].items() if k != "spec"})
@@ -669,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the ranked table (.csv or .json)")
     p.add_argument("--final-steps", type=int, default=0, help="after the choice, compress the chosen candidate again with N recovery steps (the ranking stays at the predictor's budget)")
     p.add_argument("--write-model", help="write the chosen compressed model (state dict + recipe); reload with metacompress.recommend.load_recommended")
-    p.add_argument("--verify", action="store_true", help="also measure the uncompressed model and the top-k on labelled data")
+    p.add_argument("--verify", action="store_true", help="also measure the uncompressed model and the top-k on labelled data (--verify-data, a profile's test split, or the held-out half of a labelled --data folder)")
     p.add_argument("--verify-data", help="labelled data for --verify (default: the profile's test split)")
     p.add_argument("--topk", type=int, default=None); p.add_argument("--workers", type=int)
     p.add_argument("--work-dir"); p.add_argument("--force", action="store_true"); p.add_argument("--quiet", action="store_true")
@@ -703,7 +705,9 @@ def run(args) -> pd.DataFrame:
         params, budget_from = ranking_params(params, pred)
         budget, settings = settings_from(params)
     with clock(timing, "proxy data"):
-        dargs = {"n": params.get("proxy_n"), "n_train": params.get("train_n")}
+        # --verify without --verify-data on an image folder: half of it held out (never seen by recovery or the features)
+        hold = args.verify and not args.verify_data and not data.startswith("profile:") and not data.endswith(".pt")
+        dargs = {"n": params.get("proxy_n"), "n_train": params.get("train_n"), **({"holdout": 0.5} if hold else {})}
         proxy = load_proxy(data, None, **dargs)
         model = with_input(model, ispec, proxy.eval.mean, proxy.eval.std); recipe["input"] = ispec
         check_model_on(model, proxy.eval)
@@ -713,8 +717,8 @@ def run(args) -> pd.DataFrame:
             if args.verify_data:
                 vp = load_proxy(args.verify_data, None)
                 verify = vp.eval if vp.labels == "true" else None
-            else: verify = proxy.test
-            if verify is None: raise RecommendError("--verify needs labelled data: pass --verify-data <class-folder tree | profile:<name>:test>")
+            else: verify = proxy.test      # a profile's test split, or the held-out half of a labelled folder
+            if verify is None: raise RecommendError("--verify needs labelled data: pass --verify-data <class-folder tree | profile:<name>:test> (or class folders as --data)")
             if params.get("verify_n"): verify = verify[:params["verify_n"]]
             check_model_on(model, verify, "the model (on the --verify data)")
     methods = args.methods.split(",") if args.methods else params.get("methods", "all")
@@ -731,7 +735,8 @@ def run(args) -> pd.DataFrame:
     pre, base = table.attrs["prefilter"], table.attrs["base"]
     print(f"{len(table)} of {table.attrs['n_candidates']} candidates meet the constraint; {int((pre.dropped != '').sum())} dropped before recovery; "
           f"drops are from the uncompressed accuracy {table.attrs['base_acc']:.3f}"
-          + (" (agreement with the uncompressed model: no labels)" if proxy.labels == "pseudo" and not args.base_acc else ""))
+          + (" (agreement with the uncompressed model: no labels)" if proxy.labels == "pseudo" and not args.base_acc else "")
+          + f"; intervals: {table.attrs['interval']}" + (f"; measured on {len(verify)} labelled images" if verify is not None else ""))
     seed = params.get("seed", 0)
     final = chosen = None
     if args.final_steps:
@@ -759,6 +764,178 @@ def main(argv=None) -> int:
     try: args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2
     try: run(args)
-    except RecommendError as e:
+    except (RecommendError, ConstraintError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     return 0
+
+# %% ../nbs/08_recommend.ipynb #5f59dec7
+@dataclass
+class RecommendSettings(StepSettings):
+    "The 08_recommend parameters (see the parameters cell) plus the README example's (`example_train_steps` 0: no example)."
+    SECTION = "08_recommend"
+    seed: int = 0
+    device: str = "auto"
+    methods: Any = "all"
+    levels: Any = "all"
+    recovery_steps: int = 2
+    batch_size: int = 32
+    lr: float = 0.01
+    bn_images: int = 64
+    train_images: int | None = None
+    calib_images: int = 32
+    slim_sparsity_steps: int = 2
+    latency_repeats: int = 2
+    latency_threads: int | None = 1
+    proxy_n: int | None = 20
+    train_n: int | None = None
+    verify_n: int | None = None
+    feature_batch: int = 256
+    grad_n: int = 16
+    curvature_n: int = 8
+    lanczos_k: int = 3
+    lanczos_iter: int = 4
+    trace_matvecs: int = 3
+    proxies: bool = True
+    prefilter_slack: float = 0.05
+    workers: int = 1
+    threads: int | None = 1
+    topk: int = 10
+    predictor: str | None = None
+    demo_model: str | None = None
+    demo_levels: Any = "first"
+    demo_constraints: list = field(default_factory=lambda: [{"min_ratio": 2.0}, {"min_ratio": 4.0}])
+    example_train_steps: int = 0          # README example: steps of training its small CNN on the profile's train split
+    example_images: int = 1000            # labelled test images in its --data folder (half held out for --verify)
+    example_min_ratio: float = 4.0
+    example_final_steps: int = 200
+
+
+# %% ../nbs/08_recommend.ipynb #a8a650bf
+def run_demo(profile: str, s: RecommendSettings) -> Path | None:
+    "The --verify demo: the profile's smallest (or `demo_model`) zoo member, top-3 per demo constraint beside measured accuracy -> recommend_verify.csv."
+    from metacompress.core import profile_dir
+    pred_path = figures_dir(profile) / "predictor" / "ideal.json"
+    zoo = sorted(p.stem for p in profile_dir("models", profile).glob("*.json"))
+    if not pred_path.is_file() or not zoo:
+        print(f"demo skipped: needs {pred_path} (make predict) and a zoo (make finetune)"); return None
+    pred = load_checked_predictor(pred_path)
+    params, budget_from = ranking_params({k: v for k, v in dataclasses.asdict(s).items() if k in (*_BUDGET_KEYS, *_FEATURE_KEYS, "proxy_n")}, pred)
+    print("ranking budget from", budget_from)
+    budget, fsettings = settings_from(params)
+    name = s.demo_model or min(zoo, key=lambda n: load_json(profile_dir("models", profile) / f"{n}.json").get("params", 0))
+    model, meta, _ = load_user_model(f"zoo:{name}", profile=profile)
+    proxy = load_proxy(f"profile:{profile}", model, n=params["proxy_n"], n_train=s.train_n)
+    verify = proxy.test if s.verify_n is None else proxy.test[:s.verify_n]
+    rows = []
+    for cons in s.demo_constraints:
+        c = Constraint(**cons)
+        try:
+            t = recommend(model, proxy, pred, c, meta=meta, methods=s.methods, levels=s.demo_levels or s.levels, budget=budget,
+                          settings=fsettings, prefilter_slack=s.prefilter_slack, workers=s.workers, threads=s.threads, seed=s.seed,
+                          verify=verify, progress=False)
+        except (RecommendError, ConstraintError) as e: print(c.describe(), "->", e); continue
+        print(c.describe()); print(format_table(t, 3))
+        cols = ["rank", "method", "level", "pred_acc", "pred_lo", "pred_hi", "size_bytes", "compression_ratio", "macs", "bops",
+                "latency_ms", "seconds", "measured_acc"]
+        rows += [{"model": name, "constraint": c.describe(), **r} for r in t.head(3)[cols].to_dict("records")]
+    v = pd.DataFrame(rows)
+    with atomic_path(figures_dir(profile) / "recommend_verify.csv") as tmp: v.to_csv(tmp, index=False)
+    if len(v): print(f"mean |predicted - measured| over the top-3s: {(v.pred_acc - v.measured_acc).abs().mean():.3f}")
+    return figures_dir(profile) / "recommend_verify.csv"
+
+# %% ../nbs/08_recommend.ipynb #1f962456
+EXAMPLE_MODEL = '''"A small VGG-style CIFAR-10 CNN (0.55 M parameters) that no zoo holds, trained on raw 0-255 pixels."
+from torch import nn
+
+def block(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+class SmallVGG(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(block(3, 32), block(32, 64), block(64, 128))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes))
+
+    def forward(self, x):                 # x: raw pixels in 0..255, (B, 3, 32, 32)
+        return self.classifier(self.features(x / 255.0 - 0.5))
+
+def factory():
+    return SmallVGG()
+'''
+
+def train_raw_pixels(model: nn.Module, split: Split, steps: int, *, batch_size: int = 64, lr: float = 0.1, seed: int = 0) -> nn.Module:
+    "`model` trained for `steps` SGD steps (one-cycle, flips) on `split`'s raw 0-255 pixels, as a user's own training loop would."
+    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr / 2, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(steps, 1))
+    model.train()
+    for _ in range(steps):
+        i = torch.randint(0, len(split), (batch_size,), generator=g)
+        x = split.x[i].float(); flip = torch.rand(len(i), generator=g) < 0.5; x[flip] = x[flip].flip(-1)
+        loss = nn.functional.cross_entropy(model(x), split.y[i])
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return model.eval()
+
+def write_image_folder(split: Split, classes, root: Path) -> Path:
+    "`split`'s images as PNGs in <class>/ folders (a labelled image folder, as a user would have it)."
+    from PIL import Image
+    for i, (x, y) in enumerate(zip(split.x, split.y)):
+        (root / classes[int(y)]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(root / classes[int(y)] / f"{i:05d}.png")
+    return root
+
+# %% ../nbs/08_recommend.ipynb #1ac93bf8
+_RELOAD = ("import sys, torch; from metacompress.recommend import load_recommended, load_proxy, logits;"
+           "m, rc = load_recommended(sys.argv[1]); blob = torch.load(sys.argv[1], weights_only=True);"
+           "p = load_proxy(rc['data']['spec'], None, **{k: v for k, v in rc['data'].items() if k != 'spec'});"
+           "d = (logits(m, p.eval[:len(blob['check_logits'])]) - blob['check_logits']).abs().max().item();"
+           "print(f'{type(m).__name__} ({rc[\"method\"]}@{rc[\"level\"]:g}) rebuilt in a fresh process; logits of '"
+           "      f'{len(blob[\"check_logits\"])} proxy images as written (max |diff| {d:.1e})')")
+
+def _transcript(text: str) -> str:
+    "Command output without progress bars (tqdm's carriage-return lines)."
+    return "\n".join(l for l in text.replace("\r", "\n").splitlines() if l.strip() and not ("it/s" in l or "s/it" in l or "?it" in l))
+
+def run_example(profile: str, s: RecommendSettings, out: Path | None = None) -> Path:
+    "The README example end to end (see above) -> the transcript file."
+    from metacompress.data import load_splits
+    sp = load_splits(profile)
+    out = Path(out or figures_dir(profile) / "recommend_example.txt")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    with tempfile.TemporaryDirectory(prefix="metacompress-example-") as d:
+        d = Path(d); (d / "usermodel.py").write_text(EXAMPLE_MODEL)
+        factory, _ = import_factory("usermodel:factory", str(d))
+        t0 = time.perf_counter(); user = train_raw_pixels(factory(), sp.train, s.example_train_steps, seed=s.seed); t_train = time.perf_counter() - t0
+        torch.save(user.state_dict(), d / "usermodel.pt")
+        write_image_folder(sp.test[:s.example_images], sp.classes, d / "images")
+        cmd = ["metacompress-recommend", "usermodel:factory", "--checkpoint", "usermodel.pt", "--profile", profile, "--data", "images",
+               "--min-ratio", f"{s.example_min_ratio:g}", "--input-range", "0-255", "--verify", "--final-steps", str(s.example_final_steps),
+               "--write-model", "out.pt"]
+        exe = shutil.which(cmd[0]); exe = [exe] if exe else [sys.executable, "-c", "import sys; from metacompress.recommend import main; sys.exit(main())"]
+        t0 = time.perf_counter()
+        r = subprocess.run(exe + cmd[1:], cwd=d, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0: raise RuntimeError(f"the example command failed ({r.returncode}):\n{r.stderr[-3000:]}")
+        back = subprocess.run([sys.executable, "-c", _RELOAD, "out.pt"], cwd=d, capture_output=True, text=True, env=env)
+        if back.returncode != 0: raise RuntimeError(f"out.pt does not reload in a fresh process:\n{back.stderr[-3000:]}")
+    n_params = sum(p.numel() for p in user.parameters())
+    text = "\n".join([f"# usermodel.py: SmallVGG, {n_params / 1e6:.2f} M parameters, trained {s.example_train_steps} steps on raw 0-255 pixels "
+                      f"({t_train:.0f} s); images/: {s.example_images} labelled test images of profile {profile}",
+                      "$ " + " ".join(cmd), r.stdout.rstrip(), _transcript(r.stderr), f"# wall time {wall:.0f} s on {torch.get_num_threads()} thread(s) per process",
+                      "$ python -c 'from metacompress.recommend import load_recommended; load_recommended(\"out.pt\")'  # in a fresh process",
+                      back.stdout.strip()]) + "\n"
+    with atomic_path(out) as tmp: Path(tmp).write_text(text)
+    return out
+
+def run_recommend(profile: str, settings: RecommendSettings) -> dict[str, Path]:
+    "The step: the --verify demo (recommend_verify.csv) and, with `example_train_steps`, the README example (recommend_example.txt)."
+    if settings.threads: torch.set_num_threads(settings.threads)
+    out = {}
+    if (p := run_demo(profile, settings)) is not None: out["recommend_verify.csv"] = p
+    if settings.example_train_steps: out["recommend_example.txt"] = run_example(profile, settings)
+    else:                                   # said, not skipped silently: the README section reads this file
+        path = figures_dir(profile) / "recommend_example.txt"
+        with atomic_path(path) as tmp: Path(tmp).write_text(f"# README example not run in profile {profile!r} (08_recommend example_train_steps: 0)\n")
+        out["recommend_example.txt"] = path
+    return out

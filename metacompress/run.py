@@ -4,17 +4,27 @@
 
 # %% ../nbs/99_run.ipynb #2cd1890a
 from __future__ import annotations
-import argparse, configparser, datetime, functools, hashlib, json, os, platform, re, shutil, signal, subprocess, sys, threading, time
+import argparse, configparser, datetime, fcntl, functools, hashlib, html, json, os, platform, re, resource, shutil, signal, subprocess, sys, tempfile, threading, time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .core import (STEPS, PROFILES, ProfileError, declared_parameters, figures_dir, get_logger, load_json,
+import papermill
+import torch
+import yaml
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from PIL import Image
+
+from .core import (STEPS, PROFILES, ProfileError, atomic_path, declared_parameters, figures_dir, file_sha256, get_logger, load_json,
                                profile_dir, project_root, save_json, step_params, validate_profile)
+from . import cifar_zoo, compress, features   # noqa: F401 - they register the names profile checks know
+
 
 # %% auto #0
 __all__ = ['NOISE', 'DEPENDS', 'LATE_NEEDS', 'CHROMIUM_HINT', 'notebook_for', 'parameters_for', 'manifest_path', 'load_manifest',
-           'file_sha256', 'settings_requirements', 'requirement_name', 'package_versions', 'hardware', 'git_state',
-           'run_record_path', 'load_run_record', 'update_run_record', 'step_outputs', 'step_state', 'step_status_line',
-           'StepFailed', 'Interrupted', 'StepStream', 'usable_cores', 'run_step', 'ManifestError', 'check_manifest',
+           'settings_requirements', 'requirement_name', 'package_versions', 'hardware', 'git_state', 'run_record_path',
+           'load_run_record', 'update_run_record', 'step_outputs', 'step_state', 'step_status_line', 'StepFailed',
+           'Interrupted', 'StepStream', 'usable_cores', 'run_step', 'ManifestError', 'check_manifest',
            'run_status_lines', 'verify_manifest', 'schedule', 'run_all', 'check_sync', 'render_readme',
            'readme_figures', 'execute_index', 'render_fresh_readme', 'write_readme', 'executed_notebooks',
            'notebook_errors', 'notebook_title', 'render_page', 'build_docs', 'publish_notebooks', 'find_chromium',
@@ -43,7 +53,6 @@ def manifest_path() -> Path: return project_root() / "nbs" / "manifest.yaml"
 
 def load_manifest(path: Path | None = None) -> dict[str, list[str]]:
     "`{step: [file, ...]}` from the manifest, checked: known steps, paths relative to figures/<profile>/, no file listed twice."
-    import yaml
     path = Path(path or manifest_path())
     if not path.is_file(): raise FileNotFoundError(f"no manifest at {path}: it lists every figure/table by step (see nbs/99_run.ipynb)")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -60,12 +69,6 @@ def load_manifest(path: Path | None = None) -> dict[str, list[str]]:
         if files: out[step] = list(files)
     return out
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 # %% ../nbs/99_run.ipynb #41ebbebe
 def settings_requirements(path: Path | None = None) -> dict[str, list[str]]:
     "settings.ini's `requirements` and every `<extra>_requirements` (dev, lab, ...) as lists of pip specifiers."
@@ -78,7 +81,6 @@ def requirement_name(spec: str) -> str:
 
 def package_versions() -> dict[str, str | None]:
     "Installed versions of the project's requirements (None when missing), plus python and metacompress."
-    from importlib.metadata import version, PackageNotFoundError
     out = {"python": platform.python_version()}
     for name in ["metacompress", *(requirement_name(s) for v in settings_requirements().values() for s in v)]:
         try: out[name] = version(name)
@@ -92,7 +94,6 @@ def hardware() -> dict:
     except (OSError, StopIteration): pass
     try: mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError): mem = None
-    import torch
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {"cpu_model": cpu, "cpu_cores": os.cpu_count(),
             "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -118,7 +119,6 @@ def load_run_record(profile: str) -> dict:
 def update_run_record(profile: str, step: str | None = None, merge: bool = False, **fields) -> dict:
     """Set `fields` in the record (as `steps[step]` when a step is named; merged into that entry when `merge`) and
     write it atomically, under a lock."""
-    import fcntl
     path = run_record_path(profile)
     with open(path.with_name(".run_record.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)      # two steps finishing at once must not lose each other's entry
@@ -220,7 +220,6 @@ def _wait_for_steps(profile: str, needs: list[str], since: float, step: str, pol
 
 def _engine(hold):
     "A papermill engine that calls `hold(cell_source)` before each cell starts (the runner's late dependencies)."
-    from papermill.engines import NBClientEngine, papermill_engines
     class _HoldingEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kw):
@@ -234,7 +233,6 @@ def _engine(hold):
 
 def _cpu_seconds() -> float:
     "user + sys CPU seconds of this process and of its finished (waited-for) children, theirs included."
-    import resource
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
@@ -246,8 +244,6 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
     What the step writes to stderr (warnings, logs, progress bars) reaches the terminal as `[step] ...` lines (stdout
     too with `log_output`); a failing step raises `StepFailed` (one line: step, message, executed notebook).
     `wait_for` = `{step: [code patterns]}`: a cell containing a pattern waits until that step finished in this run."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
     nb = notebook_for(step)
     if not nb.is_file(): raise FileNotFoundError(f"step {step!r} has no notebook yet ({nb})")
     if validate: validate_profile(profile, [step])
@@ -494,12 +490,10 @@ def execute_index(dest: Path, figures: Path | None = None) -> Path:
 
 def render_fresh_readme(figures: Path | None = None) -> str:
     "README.md's text as `make readme` would write it now, from the files in `figures` (default: `figures/quick/`)."
-    import tempfile
     with tempfile.TemporaryDirectory() as d: return render_readme(execute_index(Path(d) / "index.ipynb", figures))
 
 def write_readme(execute: bool = True) -> Path:
     "Execute index.ipynb in place (its numbers read `figures/quick/`), clean it, and write README.md from it."
-    from metacompress.core import atomic_path
     nb, path = project_root() / "nbs" / "index.ipynb", project_root() / "README.md"
     if execute:
         execute_index(nb)
@@ -545,8 +539,6 @@ def build_docs(profile: str = "quick", out: Path | None = None, publish: Path | 
     """Render a profile's executed notebooks and an index page into `out` (default `data/site/<profile>/`);
     returns the index page. `publish` (default: `docs/quick/` for quick, nothing otherwise) also receives
     copies of the executed notebooks."""
-    import html
-    from metacompress.core import atomic_path
     nbs, out = executed_notebooks(profile), Path(out or profile_dir("site", profile))
     out.mkdir(parents=True, exist_ok=True)
     rec = load_run_record(profile)
@@ -577,7 +569,6 @@ def build_docs(profile: str = "quick", out: Path | None = None, publish: Path | 
 
 def publish_notebooks(nbs: list[Path], dest: Path, profile: str, max_mb: float = 8.0) -> list[Path]:
     "Copy executed notebooks into `dest` (e.g. the committed `docs/quick/`), without papermill's machine-specific paths."
-    from metacompress.core import atomic_path
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.ipynb"): old.unlink()
     out = []
@@ -610,7 +601,6 @@ def find_chromium() -> str | None:
 
 def screenshot(page: Path, png: Path, chromium: str | None = None, size=(1200, 1600), timeout: float = 120) -> Path:
     "Render `page` in headless Chromium (no network, throwaway profile) and save a PNG screenshot."
-    import tempfile
     chromium = chromium or find_chromium()
     if not chromium: raise FileNotFoundError(CHROMIUM_HINT)
     with tempfile.TemporaryDirectory() as prof:
@@ -628,7 +618,6 @@ def image_outputs(nb: Path) -> int:
 
 def check_site(index: Path, shots: Path | None = None, chromium: str | None = None) -> dict[str, list[str]]:
     "Open every page of a built site in headless Chromium; `{page: [problems]}` (empty lists: all good)."
-    from PIL import Image
     index = Path(index); shots = Path(shots or index.parent / "_screenshots"); shots.mkdir(parents=True, exist_ok=True)
     runs = {p.stem: p for p in executed_notebooks(index.parent.name)} if profile_dir("runs", index.parent.name).is_dir() else {}
     out = {}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest, torch
 from metacompress.core import STEPS
-from metacompress.data import write_tiny_tree
+from metacompress.testing import write_tiny_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from metacompress.core import file_sha256
 from metacompress import cifar_zoo
 from metacompress.cifar_zoo import (CHECKSUMS, ENV_WEIGHTS, FAMILIES, MEMBERS, InputAdapter, load_member, member_path,
                                     source_net, weights_source)
@@ -50,7 +51,7 @@ def test_strict_keys_are_enforced(monkeypatch, tmp_path):
     # with a matching checksum (patched table) an incomplete state dict is still refused
     sd = cifar_zoo.LeNet().state_dict(); sd.pop("fc3.bias")
     torch.save(sd, tmp_path / "captum-lenet.pt")
-    monkeypatch.setitem(CHECKSUMS, "captum-lenet.pt", cifar_zoo.sha256_file(tmp_path / "captum-lenet.pt"))
+    monkeypatch.setitem(CHECKSUMS, "captum-lenet.pt", file_sha256(tmp_path / "captum-lenet.pt"))
     with pytest.raises(ValueError, match="does not fit"): load_member("lenet_captum", folder=tmp_path)
 
 def test_adapter_survives_pruning_and_quantisation():

@@ -6,10 +6,14 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from metacompress.compress import (METHODS, Budget, NotApplicable, TinyNet, TinyResNetA, accounting, agp_sparsity,
-                                   catalogue, compress, conv_channels, demo_fpgm, demo_slim, get_method, grid_cells,
-                                   mac_report, register, size_report, weight_sparsity)
-from metacompress.finetune import toy_split
+from metacompress.compress import catalogue, compress, grid_cells
+from metacompress.compress_demo import demo_fpgm, demo_slim
+from metacompress.measure import accounting, conv_channels, mac_report, size_report, weight_sparsity
+from metacompress.methods_unstructured import agp_sparsity
+from metacompress.registry import METHODS, Budget, NotApplicable, get_method, register
+from metacompress.testing import TinyNet, TinyResNetA, toy_split
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BUDGET = Budget(recovery_steps=2, batch_size=32, calib_images=32, slim_sparsity_steps=2, taylor_batches=1,
                 latency_repeats=1, latency_warmup=0)
@@ -44,13 +48,6 @@ def test_quantised_layer_size_formula():
     want = sum(o * i * 4 + 32 * o + 64 + 32 * o for i, o in ((16, 8), (8, 8), (8, 4)))
     assert size_report(q)["size_bytes"] == math.ceil(want / 8)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # small models on a shared 2-core machine: OpenMP threads fighting other processes cost 4x here
-    old = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 @pytest.fixture(scope="module")
 def toy(): return toy_split(128, num_classes=10)
@@ -297,9 +294,9 @@ def test_macs_and_bops_of_quantised_layers(net, toy):
 
 def test_float_models_are_timed_with_batchnorm_folded(toy, monkeypatch):
     "The float reference of an int8 model, and every float model, is timed as deployed: BatchNorm folded into convs."
-    import metacompress.compress as C
+    import metacompress.measure as M
     timed = []
-    monkeypatch.setattr(C, "measure_latency", lambda m, b, *a, **k: timed.append(m) or 1.0)
+    monkeypatch.setattr(M, "measure_latency", lambda m, b, *a, **k: timed.append(m) or 1.0)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     _, rep = compress(model, "ptq_minmax", 8, toy, Budget(recovery_steps=0, calib_images=32, latency_repeats=1, latency_warmup=0))

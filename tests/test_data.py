@@ -5,6 +5,7 @@ from unittest import mock
 import numpy as np, pytest, torch
 from PIL import Image
 from metacompress import data as D
+from metacompress.testing import write_tiny_tree
 
 torch.set_num_threads(1)
 
@@ -41,7 +42,7 @@ def test_env_pointing_nowhere(tmp_path, monkeypatch):
     with pytest.raises(D.DataError, match="does not exist"): D.resolve_cifar10_source()
 
 def test_wrong_classes_refused(tmp_path, ddir, monkeypatch):
-    monkeypatch.setenv(D.ENV_CIFAR10, str(D.write_tiny_tree(tmp_path / "tree")))
+    monkeypatch.setenv(D.ENV_CIFAR10, str(write_tiny_tree(tmp_path / "tree")))
     with pytest.raises(D.DataError, match="not CIFAR-10"): D.decode_cifar10(progress=False)
 
 def test_load_splits_without_make_data(ddir):
@@ -68,7 +69,7 @@ def test_replaced_zip_at_same_path_is_decoded_again(tmp_path, ddir, monkeypatch)
     assert torch.equal(D.load_splits("r").train.x.sort(0).values, x2.sort(0).values)
 
 def test_source_key_sees_content_changes(tmp_path):
-    t = D.write_tiny_tree(tmp_path / "t")
+    t = write_tiny_tree(tmp_path / "t")
     k = D.source_key("tree", t, 8)
     assert D.source_key("tree", t, 8) == k and D.source_key("tree", t, 16) != k
     (t / "train/cat/000.png").write_bytes(png(rgb(99)))
@@ -89,7 +90,7 @@ def test_files_nested_too_deep_are_a_counted_warning(tmp_path):
     assert len(t["train_y"]) == 4 and t["dropped"] == {"nested deeper than <split>/<class>/<image>": 2}
 
 def test_unsupported_suffixes_are_a_counted_warning(tmp_path):
-    t = D.write_tiny_tree(tmp_path / "t")
+    t = write_tiny_tree(tmp_path / "t")
     for n in ("a.tif", "b.tif"): (t / "train/cat" / n).write_bytes(b"II*\x00")
     (t / "test/dog/c.gif").write_bytes(b"GIF89a")
     with pytest.warns(UserWarning) as w: r = D.read_image_tree(t, progress=False)
@@ -98,10 +99,10 @@ def test_unsupported_suffixes_are_a_counted_warning(tmp_path):
     assert sum(r["dropped"].values()) == 3 and len(r["train_y"]) == 6
 
 def test_class_empty_in_one_split_is_an_error_naming_it(tmp_path):
-    t = D.write_tiny_tree(tmp_path / "t", classes=("ant", "bee", "cow"))
+    t = write_tiny_tree(tmp_path / "t", classes=("ant", "bee", "cow"))
     for f in (t / "test/bee").iterdir(): f.rename(f.with_suffix(".gif"))    # bee has no readable test image
     with pytest.raises(D.DataError, match=r"class 'bee' has no images in test/"): D.read_image_tree(t, progress=False)
-    t2 = D.write_tiny_tree(tmp_path / "t2", classes=("ant", "bee"))
+    t2 = write_tiny_tree(tmp_path / "t2", classes=("ant", "bee"))
     for f in (t2 / "train/ant").iterdir(): f.unlink()                       # an empty class folder
     with pytest.raises(D.DataError, match=r"class 'ant' has no images in train/"): D.read_image_tree(t2, progress=False)
     import shutil; shutil.rmtree(t2 / "train/ant")                          # the class folder missing in one split
@@ -113,7 +114,7 @@ def test_16bit_png_is_scaled_not_saturated(tmp_path):
     assert x.shape == (3, 2, 2) and x[0].tolist() == [[0, 64], [128, 255]] and torch.equal(x[0], x[2])
 
 def test_negative_and_oversized_split_sizes_are_refused(tmp_path, ddir):
-    t = D.write_tiny_tree(tmp_path / "t", n_per_class=4)
+    t = write_tiny_tree(tmp_path / "t", n_per_class=4)
     kw = dict(dataset="tiny", source=str(t), image_size=8, progress=False)
     for bad, match in ((dict(n_train=-1, n_ideal=2, n_test=2), "n_train=-1"), (dict(n_train=2, n_ideal=-2, n_test=2), "n_ideal=-2"),
                        (dict(n_train=2, n_ideal=2, n_test=-1), "n_test=-1"), (dict(n_train=9, n_ideal=2, n_test=2), "n_train=9 > 8"),
@@ -124,7 +125,7 @@ def test_negative_and_oversized_split_sizes_are_refused(tmp_path, ddir):
 
 # ---------------------------------------------------------------- point 0: splits that stay unseen
 def test_splits_are_stratified_disjoint_and_record_their_sets(tmp_path, ddir):
-    t = D.write_tiny_tree(tmp_path / "t", classes=("a", "b", "c", "d"), n_per_class=10, n_test_per_class=6)
+    t = write_tiny_tree(tmp_path / "t", classes=("a", "b", "c", "d"), n_per_class=10, n_test_per_class=6)
     D.build_splits("s", n_train=20, n_ideal=8, n_test=12, dataset="tiny", source=str(t), image_size=8, progress=False)
     f = torch.load(ddir / "splits/s.pt", weights_only=True)
     assert f["index_into"] == {"train": "train", "ideal": "test", "test": "test"}
@@ -194,7 +195,7 @@ def test_torchvision_datasets_by_name_offline_stand_ins(ddir):
 
 def test_imagenet_folder_at_reduced_resolution(tmp_path, ddir):
     wn = ("n01440764", "n01443537")
-    t = D.write_tiny_tree(tmp_path / "inet", classes=wn, size=40)
+    t = write_tiny_tree(tmp_path / "inet", classes=wn, size=40)
     os.rename(t / "test", t / "val")                                          # ImageNet's layout: train/ and val/
     D.build_splits("in", n_train=None, n_ideal=2, n_test=None, dataset="imagenet", source=str(t), image_size=16, progress=False)
     s = D.load_splits("in")
@@ -240,7 +241,7 @@ def test_real_cifar10_cache_and_splits(cifar10_source, ddir):
 
 # ---------------------------------------------------------------- issue 23: caches that notice, 16-bit scaling by rounding
 def test_replaced_folder_image_with_same_size_and_mtime_is_a_new_key(tmp_path):
-    t = D.write_tiny_tree(tmp_path / "t")
+    t = write_tiny_tree(tmp_path / "t")
     f = t / "train/cat/000.png"; st = f.stat(); k = D.source_key("tree", t, 8)
     new = bytearray(f.read_bytes()); new[-20] ^= 0xFF                 # same size, different content
     f.write_bytes(bytes(new)); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))   # and the old mtime

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import metacompress.evaluate as E
+from metacompress.constraints import Constraint, ConstraintError
 from metacompress.evaluate import (Problem, evaluate_fold, fit_erm, gap_and_hits, make_problems, method_order,
                                    noise_floor, random_expectation, rank_by, satisfies, summarize_problems)
 from metacompress.predict import make_synthetic_metadata
@@ -17,6 +18,18 @@ def cells(**over):
                       "f_src_acc": [0.80, 0.81, 0.60, 0.90, 0.70, 0.65], "y_test_acc": [0.82, 0.80, 0.61, 0.91, 0.72, 0.66],
                       "y_test_n": [10000] * 6})
     return d.assign(**over)
+
+def test_a_problem_is_a_scope_and_the_one_constraint_whose_unmeasured_properties_fail():
+    p = Problem.of("m1", min_ratio=2, max_macs=5)
+    assert p.constraint == Constraint(min_ratio=2, max_macs=5) and list(p.row()) == ["scope", *E.PROBLEM_BOUNDS]
+    assert satisfies(cells(), p).tolist() == [False, True, True, False, False, False]
+    assert not satisfies(cells(f_macs=np.nan), p).any()                       # unmeasured MACs fail a MAC bound
+    assert satisfies(cells().drop(columns="f_bops"), Problem.of("any", min_ratio=2)).sum() == 4   # an unchecked column is not needed
+    assert not satisfies(cells().drop(columns="f_bops"), Problem.of("any", max_bops=2)).any()     # a checked one that is absent fails
+    with pytest.raises(ConstraintError, match="--min-ratio -1 is not a usable bound: pass a positive number"): Problem.of("m1", min_ratio=-1)
+    row = {"size_bytes": 50.0, "compression_ratio": 2.0}
+    assert Constraint(max_size_bytes=100, min_pred_acc=0.5).misses(row) == {"pred_acc": math.inf}
+    assert Constraint(max_size_bytes=100, min_pred_acc=0.5).misses(row, static_only=True) == {}   # before recovery: not checked
 
 def test_gap_and_topk_on_a_known_ranking():
     acc = np.array([0.5, 0.9, 0.7, 0.8, 0.6, 0.4])
@@ -39,25 +52,25 @@ def test_random_expectation_is_exact():
 
 def test_constraints_filter_by_measured_properties_only():
     c = cells()
-    assert satisfies(c, Problem("m1", min_ratio=2)).tolist() == [False, True, True, False, False, False]
-    assert satisfies(c, Problem("any", max_size_bytes=100, max_macs=5)).tolist() == [False, True, True, False, False, False]
-    assert satisfies(c, Problem("any", min_src_acc=0.75)).tolist() == [True, True, False, True, False, False]
+    assert satisfies(c, Problem.of("m1", min_ratio=2)).tolist() == [False, True, True, False, False, False]
+    assert satisfies(c, Problem.of("any", max_size_bytes=100, max_macs=5)).tolist() == [False, True, True, False, False, False]
+    assert satisfies(c, Problem.of("any", min_src_acc=0.75)).tolist() == [True, True, False, True, False, False]
     # y_test_acc never decides candidacy
-    assert (satisfies(c.assign(y_test_acc=0.0), Problem("any", min_ratio=2)) == satisfies(c, Problem("any", min_ratio=2))).all()
+    assert (satisfies(c.assign(y_test_acc=0.0), Problem.of("any", min_ratio=2)) == satisfies(c, Problem.of("any", min_ratio=2))).all()
     ps = make_problems(c, {"ratios": [1, 2, 5, 20]}, min_candidates=2)
-    assert Problem("any", min_ratio=20.0) not in ps and Problem("m1", min_ratio=5.0) not in ps    # < 2 candidates
-    assert Problem("any", min_ratio=5.0) in ps and len(ps) == len({(p.scope, frozenset(c.cell_id[satisfies(c, p)])) for p in ps})
+    assert Problem.of("any", min_ratio=20.0) not in ps and Problem.of("m1", min_ratio=5.0) not in ps    # < 2 candidates
+    assert Problem.of("any", min_ratio=5.0) in ps and len(ps) == len({(p.scope, frozenset(c.cell_id[satisfies(c, p)])) for p in ps})
 
 def test_static_erm_and_the_literal_rule():
     c = cells()
-    probs = [Problem("m1", min_ratio=1), Problem("m2", min_ratio=1), Problem("m1", min_ratio=2), Problem("m2", min_ratio=2)]
+    probs = [Problem.of("m1", min_ratio=1), Problem.of("m2", min_ratio=1), Problem.of("m1", min_ratio=2), Problem.of("m2", min_ratio=2)]
     ranking, gaps = fit_erm(c, probs)
     # x: best where it applies (0, 0), a candidate in 2 of 4 problems (>= half the best coverage): first;
     # y: (.02, .19, 0, 0) -> .0525, learned as the fallback on the two problems x leaves (0, 0); slim+lsq4: .1775
     assert ranking == ["x", "y", "slim+lsq4"]
     assert gaps["x"] == pytest.approx(0.0) and gaps["y"] == pytest.approx(0.0525) and gaps["slim+lsq4"] == pytest.approx(0.1775)
     # a method in too few problems is never first, however good there: x in 1 of 4 (< half of y's 4 of 4)
-    r2, _ = fit_erm(c, probs[:1] + [Problem("m1", min_ratio=2), Problem("m2", min_ratio=2), Problem("m1", min_ratio=2.5)])
+    r2, _ = fit_erm(c, probs[:1] + [Problem.of("m1", min_ratio=2), Problem.of("m2", min_ratio=2), Problem.of("m1", min_ratio=2.5)])
     assert r2[0] == "y"
     m1 = c[c.model == "m1"].reset_index(drop=True)
     assert method_order(m1, ranking).tolist() == [0, 1, 2]
@@ -151,9 +164,9 @@ def test_rank_by_uses_its_tiebreak_and_the_naive_proxy_ties_go_to_the_larger_cel
 def test_problems_dedup_by_candidate_set_and_caps_come_from_the_scope():
     c = cells()
     ps = make_problems(c, {"ratios": [1, 2, 2.5]}, min_candidates=2)     # >= 2 and >= 2.5: the same candidates
-    assert [p for p in ps if p.scope == "m1"] == [Problem("m1", min_ratio=1.0), Problem("m1", min_ratio=2.0)]
+    assert [p for p in ps if p.scope == "m1"] == [Problem.of("m1", min_ratio=1.0), Problem.of("m1", min_ratio=2.0)]
     ps = make_problems(c, {"ratios": [1], "mac_fracs": [0.5]}, min_candidates=2)
-    caps = {p.scope: p.max_macs for p in ps}
+    caps = {p.scope: p.constraint.max_macs for p in ps}
     assert caps == {"m1": 5.0, "m2": 15.0, "any": 15.0}     # half of each scope's own largest cell (m1: 10, m2 and any: 30)
 
 def test_noise_floor_uses_each_candidates_own_n():
@@ -222,7 +235,7 @@ def test_erm_learns_each_fallback_on_the_problems_the_methods_before_it_leave():
     ct = pd.DataFrame({"cell_id": list("abcdefg"), "model": ["m"] * 7, "method": ["x", "x", "y", "y", "z", "z", "w"],
                        "level": [0.2, 0.5, 0.2, 0.5, 0.2, 0.5, 0.9], "f_size_bytes": [80., 50, 70, 40, 60, 30, 100],
                        "y_test_acc": [0.90, 0.80, 0.85, 0.84, 0.50, 0.40, 0.95], "f_compression_ratio": 1.0})
-    probs = [Problem("m", max_size_bytes=s) for s in (100, 55, 45, 35)]
+    probs = [Problem.of("m", max_size_bytes=s) for s in (100, 55, 45, 35)]
     ranking, gaps = fit_erm(ct, probs)
     # y: 3 of 4 problems, mean gap .033 (x: 2 of 4, .045; z: 4 of 4, .33; w: 1 of 4, too few to be first);
     # the only problem y leaves (size <= 35) has z alone: z is y's fallback; w, x follow by mean gap

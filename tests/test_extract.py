@@ -1,5 +1,5 @@
 "Tests of metacompress.extract: feature formulas on hand-made inputs, the cell, the schema, leakage, determinism, resume."
-import math, os, signal, subprocess, sys, textwrap, time
+import math, os, pickle, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +8,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from metacompress.compress import Budget, NotApplicable, TinyNet, register, METHODS
+from metacompress.compress import Budget, NotApplicable, register, METHODS; from metacompress.testing import TinyNet
 from metacompress.data import Split, Splits
-from metacompress.extract import (gradient_features, synflow, FEATURES, SOURCES, TARGETS, COLUMNS, FeatureSettings, agreement, behaviour,
-                                  cell_features, check_schema, draw_sources, expected_calibration_error, extract_cell,
-                                  grid_keys, predictive_entropy, relative_change, weight_features)
-from metacompress.finetune import toy_split
+from metacompress.extract import ExtractJob, draw_sources, extract_cell, grid_keys
+from metacompress.features import (FeatureSettings, agreement, behaviour, cell_features, expected_calibration_error, gradient_features,
+                                   predictive_entropy, relative_change, synflow, weight_features)
+from metacompress.registry import method_traits
+from metacompress.schema import COLUMNS, FEATURES, SOURCES, TARGET_COLUMNS, check_schema
+from metacompress.settings import SettingsError
+from metacompress.testing import toy_split
 from metacompress.grid import run_grid
 
 HERE = Path(__file__).resolve().parent
@@ -21,14 +24,10 @@ METHODS_T = ["global_magnitude", "l1_filter", "svd", "ptq_minmax"]
 MEASURED = [c for c in COLUMNS if c.startswith("t_") or c.startswith("f_latency")]   # wall-clock measurements
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
-def toy_common(test_perm: bool = False, bn: bool = True) -> dict:
+def toy_common(test_perm: bool = False, bn: bool = True) -> ExtractJob:
     "A self-contained world: a TinyNet zoo, toy splits and generated images (no profile files needed)."
     torch.manual_seed(0); net = TinyNet(width=8, bn=bn).eval()
     sp = Splits(train=toy_split(128, seed=2), ideal=toy_split(64, seed=3), test=toy_split(200, seed=4),
@@ -36,11 +35,11 @@ def toy_common(test_perm: bool = False, bn: bool = True) -> dict:
     gen = toy_split(40, seed=5)
     test = sp.test
     if test_perm: test = Split(test.x, test.y[torch.randperm(len(test.y), generator=torch.Generator().manual_seed(9))])
-    return {"profile": "toy", "budget": Budget(recovery_steps=1, batch_size=16, calib_images=16, slim_sparsity_steps=1,
-                                               taylor_batches=1, latency_repeats=1, latency_warmup=0),
-            "settings": FeatureSettings(batch_size=64, grad_n=8, curvature_n=8, lanczos_k=2, lanczos_iter=3, trace_matvecs=3),
-            "sources": draw_sources(sp, {"images": gen.x, "labels": gen.y}, 16), "test": test, "train": sp.train,
-            "zoo": {f"tiny{'' if bn else '_nobn'}": (net, {"name": "tiny", "family": "tiny"})}, "threads": 1}
+    return ExtractJob("toy", Budget(recovery_steps=1, batch_size=16, calib_images=16, slim_sparsity_steps=1, taylor_batches=1,
+                                    latency_repeats=1, latency_warmup=0),
+                      FeatureSettings(batch_size=64, grad_n=8, curvature_n=8, lanczos_k=2, lanczos_iter=3, trace_matvecs=3),
+                      draw_sources(sp, {"images": gen.x, "labels": gen.y}, 16), test=test, train=sp.train,
+                      zoo={f"tiny{'' if bn else '_nobn'}": (net, {"name": "tiny", "family": "tiny"})}, threads=1)
 
 
 def table(results) -> pd.DataFrame:
@@ -107,7 +106,7 @@ def test_gradient_norm_and_snip_by_hand():
 
 
 def test_sources_are_fixed_and_augmented_differs_from_train():
-    a, b = toy_common()["sources"], toy_common()["sources"]
+    a, b = toy_common().sources, toy_common().sources
     assert all(torch.equal(a[k].x, b[k].x) for k in SOURCES if k != "none") and a["none"] is None
     assert torch.equal(a["augmented"].y, a["train"].y) and not torch.equal(a["augmented"].x, a["train"].x)
     assert len({len(v) for v in a.values() if v is not None}) == 1
@@ -126,7 +125,7 @@ def test_tiny_grid_has_every_column_for_every_source_and_no_nan_targets(grid_run
     _, keys, df = grid_run
     assert list(df.columns) == COLUMNS
     assert len(df) == len(keys) * len(SOURCES) and set(df.source) == set(SOURCES)
-    assert df.applicable.all() and not df[TARGETS].isna().any().any()
+    assert df.applicable.all() and not df[TARGET_COLUMNS].isna().any().any()
     assert set(df.method) == {"none", *METHODS_T}
     dep = FEATURES.name[FEATURES.source_dependent].tolist()
     real = df[df.source != "none"]
@@ -167,6 +166,21 @@ def test_not_applicable_is_recorded_with_reason():
     df = table([{"rows": rows}])
     assert (~df.applicable).all() and df.reason.str.len().min() > 0 and set(df.source) == set(SOURCES)
     assert (df.f_method == "slim").all() and df.f_family.iloc[0] == "tiny"
+    traits = method_traits("slim")   # the registry's traits, as on a cell where the method applies
+    assert (df.f_granularity == traits["granularity"]).all() and (df.f_criterion == traits["criterion"]).all()
+
+
+def test_extract_job_travels_by_pickle():
+    job = toy_common()   # the process pool and Ray pickle the job
+    back = pickle.loads(pickle.dumps(job))
+    assert back.profile == job.profile and back.budget == job.budget and back.settings == job.settings
+    assert torch.equal(back.sources["ideal"].x, job.sources["ideal"].x)
+
+
+def test_feature_settings_from_profile_keys():
+    s = FeatureSettings.from_params({"feature_batch": 32, "grad_n": 4, "recovery_steps": 2}, others=["recovery_steps"])
+    assert (s.batch_size, s.grad_n) == (32, 4) and FeatureSettings.from_params(s.to_params()) == s
+    with pytest.raises(SettingsError, match="did you mean 'lanczos_iter'"): FeatureSettings.from_params({"lanczos_iters": 3})
 
 
 def test_a_real_bug_stops_the_cell():

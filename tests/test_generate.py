@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from metacompress.core import step_params, load_torch
-from metacompress.data import Split
+import metacompress.generate as gen
+from metacompress.data import CIFAR10_MEAN, CIFAR10_STD, Split, load_splits
 from metacompress.generate import (GaussianDenoiser, EDMPrecond, TinyUNet, build_edm, best_classifier, choose_guidance,
     edm_precond, edm_loss_weight, edm_quality, edm_sampler, edm_eval_loss, frechet_distance, generate_dataset,
-    generate_images, has_uncond, load_edm_pickle, pick_guidance, load_local_edm, main, parse_seeds, sigma_steps, train_edm, SIGMA_DATA)
+    generate_images, has_uncond, load_edm_pickle, pick_guidance, load_local_edm, main, parse_seeds, sigma_steps, to_uint8, train_edm, SIGMA_DATA)
 
 
 @pytest.fixture(autouse=True)
@@ -209,7 +210,6 @@ def test_cli_class_and_dataset(fake_edm, tmp_path):
 def _smoke_train_data():
     "The smoke profile's train split when `make data PROFILE=smoke` has run, else structured synthetic images."
     try:
-        from metacompress.data import load_splits
         tr = load_splits("smoke").train
         return tr.x[:512], tr.y[:512], "smoke train split"
     except Exception:
@@ -302,7 +302,6 @@ def test_train_with_label_dropout_steps_budget(tmp_path):
     with pytest.raises(ValueError, match="train_steps"): train_edm(x, y, None, unet=cfg, max_steps=None, progress=False)
     with pytest.raises(ValueError, match="label_dropout"): train_edm(x, y, None, unet=cfg, max_steps=1, label_dropout=1.0)
     # the training loss really drops labels at the given rate
-    import metacompress.generate as gen
     seen = []
     def spy(*args, **kw): seen.append(kw.get("label_dropout")); return real_loss(*args, **kw)
     real_loss = gen.edm_loss; gen.edm_loss = spy
@@ -346,7 +345,6 @@ class Const(torch.nn.Module):
     def forward(self, x): return torch.nn.functional.one_hot(torch.full((len(x),), self.k), 10).float() + 0 * self.head(x[:, :1, 0, :1].flatten(1))
 
 def band_images(labels, seed=0):
-    from metacompress.data import CIFAR10_MEAN, CIFAR10_STD
     g = torch.Generator().manual_seed(seed)
     m, s = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     v = (CENTRES[labels].view(-1, 1, 1, 1) * s + m) * 255
@@ -382,11 +380,9 @@ def test_choose_guidance_rule():
     class InModel(torch.nn.Module):      # classify by mean pixel in model range
         def __init__(self): super().__init__(); self.head = torch.nn.Linear(2, 10)
         def forward(self, x):
-            from metacompress.data import CIFAR10_MEAN, CIFAR10_STD
             px = x * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1) + torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
             m = (px * 2 - 1).mean(dim=(1, 2, 3)); self.head(torch.stack([m, m * m], 1))
             return -(m[:, None] - CENTRES * 0.25) ** 2 * 1e4
-    from metacompress.generate import to_uint8
     ideal = Split(to_uint8((CENTRES * 0.25).repeat(3).view(-1, 1, 1, 1) + 0.05 * torch.randn(30, 3, 8, 8)), torch.arange(10).repeat(3))
     w, rows = choose_guidance(net, [0.0, 0.5, 3.0], InModel(), ideal, seeds="0-1", num_steps=6, device="cpu")
     assert [r["w"] for r in rows] == [0.0, 0.5, 3.0]

@@ -1,5 +1,6 @@
 "The smoke profile end to end through papermill, in a private data folder: files, schemas, resumption."
-import json, os
+import json, os, shutil
+from pathlib import Path
 import pandas as pd
 import pytest, torch
 from metacompress.core import STEPS, load_profile
@@ -7,16 +8,30 @@ from metacompress.run import notebook_for, run_step
 
 SMOKE = load_profile("smoke")
 
+_SMOKE_RUN: dict[str, Path] = {}
+
+def run_smoke_pipeline(tmp_path_factory) -> Path:
+    """The smoke pipeline through papermill, run once per session (tests/test_steps_python.py compares its Python run
+    with it). Returns the run's root; `<root>/notebooks/` keeps the files as the notebooks wrote them (figures/ and data/
+    without the dataset cache), since the tests below rerun steps in place."""
+    if not os.environ.get("METACOMPRESS_CIFAR10"): pytest.skip("METACOMPRESS_CIFAR10 is not set: the smoke pipeline needs real CIFAR-10")
+    if not os.environ.get("METACOMPRESS_WEIGHTS"): pytest.skip("METACOMPRESS_WEIGHTS is not set: the smoke zoo needs the pretrained CIFAR-10 files")
+    if "root" not in _SMOKE_RUN:
+        root = tmp_path_factory.mktemp("smoke")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("METACOMPRESS_DATA_DIR", str(root / "data")); mp.setenv("METACOMPRESS_FIGURES_DIR", str(root / "figures"))
+            for step in STEPS:
+                if notebook_for(step).is_file(): run_step(step, "smoke", progress=False)
+        shutil.copytree(root / "figures", root / "notebooks/figures")
+        shutil.copytree(root / "data", root / "notebooks/data", ignore=shutil.ignore_patterns("cache", "runs"))
+        _SMOKE_RUN["root"] = root
+    return _SMOKE_RUN["root"]
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    src = os.environ.get("METACOMPRESS_CIFAR10")
-    if not src: pytest.skip("METACOMPRESS_CIFAR10 is not set: the smoke pipeline needs real CIFAR-10")
-    if not os.environ.get("METACOMPRESS_WEIGHTS"): pytest.skip("METACOMPRESS_WEIGHTS is not set: the smoke zoo needs the pretrained CIFAR-10 files")
-    root = tmp_path_factory.mktemp("smoke")
+    root = run_smoke_pipeline(tmp_path_factory)
     mp = pytest.MonkeyPatch()
     mp.setenv("METACOMPRESS_DATA_DIR", str(root / "data")); mp.setenv("METACOMPRESS_FIGURES_DIR", str(root / "figures"))
-    for step in STEPS:
-        if notebook_for(step).is_file(): run_step(step, "smoke", progress=False)
     yield root
     mp.undo()
 
@@ -56,11 +71,11 @@ def test_finetune_step(smoke_run):
 def test_same_seed_same_numbers_on_rerun(smoke_run, monkeypatch):
     "Issue 14: with the same seed and thread count a zoo member trains to the same weights and test accuracy again."
     from metacompress.data import load_splits
-    from metacompress.finetune import FINETUNE_SETTINGS, finetune_member
+    from metacompress.finetune import FinetuneSettings, finetune_member
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(smoke_run / "data"))
     p = SMOKE["02_finetune"]
     torch.set_num_threads(p["threads"])
-    settings = {**FINETUNE_SETTINGS, **{k: v for k, v in p.items() if k in FINETUNE_SETTINGS}, "seed": SMOKE["common"]["seed"], "progress": False}
+    settings = FinetuneSettings.from_params({**p, "seed": SMOKE["common"]["seed"], "progress": False}).member_settings()
     splits = load_splits("smoke")
     for name in p["pretrained"]:
         again = finetune_member({"name": name}, {"splits": splits, "settings": settings})
@@ -136,7 +151,6 @@ def test_run_record_manifest_and_docs_site(smoke_run):
 def test_extract_ray_engine_equals_local(smoke_run, tmp_path, monkeypatch):
     "The same cells under engine='ray' (one task per cell, nothing written on workers) give the local pool's table."
     pytest.importorskip("ray")
-    import shutil
     from metacompress.compress import Budget
     from metacompress.extract import FeatureSettings, run_extract
     shutil.copytree(smoke_run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("metadata", "runs"))
@@ -154,7 +168,6 @@ def test_extract_ray_engine_equals_local(smoke_run, tmp_path, monkeypatch):
 def test_extract_notebook_on_a_process_pool_equals_in_process(smoke_run, monkeypatch, tmp_path):
     """The 05_extract notebook with `workers: 2` (as the quick profile runs it) hands the spawned pool only objects it
     can import, and the pool computes exactly the table the in-process run makes (same seed, one thread each)."""
-    import shutil
     shutil.copytree(smoke_run / "data", tmp_path / "data", ignore=shutil.ignore_patterns("runs", "metadata"))
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
     tables = []

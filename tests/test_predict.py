@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import metacompress.predict as P
-from metacompress.predict import (FeatureSchema, cross_validate, group_folds, load_metadata, load_predictor,
-                                  make_synthetic_metadata, save_predictor, score_predictions, train_predictor, tune)
+from metacompress.predict import (FeatureSchema, PredictSettings, cross_validate, fit_models, group_folds, inner_splits, load_metadata, load_predictor,
+                                  make_synthetic_metadata, run_predict, save_predictor, score_predictions, train_predictor, tune)
+from metacompress.settings import SettingsError
 
 XGB = {"n_estimators": 25, "learning_rate": 0.2}
 
@@ -89,9 +90,10 @@ def test_no_held_out_cell_architecture_or_method_reaches_training_or_tuning(syn,
         held = set(syn.set_index("cell_id").loc[preds[preds.fold == "resnet_like"].cell_id, "f_family"])
         assert held == {"resnet", "preact_resnet", "plain_cnn"}
     # the inner tuning / calibration folds are grouped like the outer split whenever the training fold has >= 2 groups
-    assert inner_seen and all(k == kind for k, _, _ in inner_seen)
+    # (the split-conformal widths recorded for 'random' and 'arch_split' fold the same training fold their own way)
+    assert inner_seen and {k for k, _, _ in inner_seen} <= {kind, "random", "arch_split"} and kind in {k for k, _, _ in inner_seen}
     grouped = 0
-    for k, train, folds in inner_seen:
+    for k, train, folds in [t for t in inner_seen if t[0] == kind]:
         g = _groups(train, kind) if kind != "random" else None
         if kind == "random" or g[~train.drop_duplicates("cell_id").set_index("cell_id").method.eq("none")].nunique() < 2: continue
         for _, tr, te in folds:
@@ -200,3 +202,34 @@ def test_cross_validated_intervals_are_conformal_and_calibrated_proxy_is_monoton
     te = pd.DataFrame({"f_src_acc": [0.15, 0.3, 0.9, np.nan]})
     np.testing.assert_allclose(P.calibrated_proxy(tr, te)[:3], [0.25, 0.6, 0.8]); assert np.isnan(P.calibrated_proxy(tr, te)[3])
     assert np.isnan(P.calibrated_proxy(tr.assign(f_src_acc=np.nan), te)).all()
+
+
+def test_run_predict_writes_the_step_atomically_and_records_the_extract_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figs"))
+    budget = {"recovery_steps": 2, "feature_batch": 256, "source_n": 20}
+    (tmp_path / "figs/syn").mkdir(parents=True); (tmp_path / "figs/syn/extract_settings.json").write_text(json.dumps({"extract_budget": budget}))
+    s = PredictSettings(synthetic=True, sources=["ideal"], splits=["random", "compr_split"], k_folds=2, inner_folds=2,
+                        xgb={"n_estimators": 10}, grid={"max_depth": [2]}, targets=["acc"])
+    paths = run_predict("syn", s, progress=False)
+    assert all(p.is_file() for p in paths.values()) and {"predictions", "folds", "scores", "tuning", "predictor_ideal", "scatter"} <= set(paths)
+    assert not list(tmp_path.rglob("*.tmp*"))                                          # nothing left half-written
+    assert json.loads(paths["predictor_ideal"].read_text())["training"]["extract_budget"] == budget
+    assert set(pd.read_parquet(paths["predictions"]).split) == {"random", "compr_split"}
+    with pytest.raises(SettingsError, match="did you mean 'k_folds'"): PredictSettings.from_params({"k_fold": 3})
+
+
+
+def test_abs_residual_is_the_conformal_quantile_of_out_of_fold_mean_errors(syn):
+    "training.conformal.abs_residual[k] = the ceil((n+1)·nominal)-th smallest |y - mean| out of fold (folds grouped like k), by hand."
+    pred, _ = train_predictor(syn, "ideal", base_params=XGB, grid={}, targets=("acc",), seed=0)
+    rec = pred.meta["conformal"]["abs_residual"]; nominal = pred.meta["conformal"]["nominal"]
+    assert set(rec) == {"random", "arch_split"}
+    train = syn[syn.applicable.astype(bool) & (syn.source == "ideal")].reset_index(drop=True)
+    for kind in rec:
+        err = []
+        for _, tr, te in inner_splits(train, kind, 3, 0):
+            a, b = train[train.cell_id.isin(tr)], train[train.cell_id.isin(te)]
+            sch, m, _ = fit_models(a, "acc", XGB, seed=0)
+            err.append(np.abs(b["y_test_acc"].to_numpy(float) - np.clip(m.predict(sch.encode(b)), 0, 1)))
+        e = np.sort(np.concatenate(err)); k = int(np.ceil((len(e) + 1) * nominal))
+        assert rec[kind] == pytest.approx(e[min(k, len(e)) - 1], abs=1e-6), kind

@@ -38,6 +38,7 @@ def test_readme_is_generated_from_index_notebook():
 
 # ---------------------------------------------------------------- issue 23: a profile is checked whole before anything runs
 import yaml
+import metacompress.run   # noqa: F401 - imports the modules that register method / source / member names
 from metacompress.core import ProfileError, profiles_dir, validate_profile
 
 def _mistake(tmp_path, edit, steps=None):
@@ -91,3 +92,25 @@ def test_make_step_refuses_a_bad_profile_before_running(tmp_path, monkeypatch, c
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "quick.yaml: section '01_dta' is not a step: did you mean '01_data'?" in err[0], err
     assert not run_record_path("quick").exists()
+
+
+# --- one settings object per step: its defaults are the smoke profile's section, every shipped profile loads into it
+from metacompress.data import DataSettings
+from metacompress.evaluate import EvaluateSettings
+from metacompress.generate import GenerateSettings
+from metacompress.settings import SettingsError
+
+STEP_SETTINGS = [DataSettings, GenerateSettings, EvaluateSettings]
+
+@pytest.mark.parametrize("cls", STEP_SETTINGS, ids=lambda c: c.SECTION)
+def test_settings_defaults_are_the_smoke_section(cls):
+    assert cls.from_params(step_params("smoke", cls.SECTION)) == cls()
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("cls", STEP_SETTINGS, ids=lambda c: c.SECTION)
+def test_every_profile_section_loads_into_its_settings(cls, profile):
+    s = cls.from_params(step_params(profile, cls.SECTION))
+    assert {k: getattr(s, k) for k in load_profile(profile).get(cls.SECTION, {})} == load_profile(profile)[cls.SECTION]
+    key = next(iter(load_profile(profile)[cls.SECTION]))          # a typo of the section's first key names that key
+    with pytest.raises(SettingsError, match=f"unknown {cls.SECTION} key '{key[:-1]}': did you mean '{key}'"):
+        cls.from_params({**step_params(profile, cls.SECTION), key[:-1]: True})

@@ -1,12 +1,12 @@
 "Heavier checks of metacompress.quantize on torchvision classifiers (the fast ones live in nbs/04a_quantize.ipynb)."
-import copy
+import copy, math
 
 import pytest
 import torch
 import torch.nn as nn
 import torchvision
 
-from metacompress.quantize import (QUANT_SCHEMES, VALID_BITS, QuantConv2d, QuantLinear, check_quantized,
+from metacompress.quantize import (LSQQuantizer, UniformQuantizer, qrange, QUANT_SCHEMES, VALID_BITS, QuantConv2d, QuantLinear, check_quantized,
     deploy_int8, fake_quant_twin_int8, int8_modules, layer_bits, logit_error, quant_summary, quantize_model,
     quantized_weight)
 
@@ -127,3 +127,34 @@ def test_errors_name_the_valid_values(mnv3, batch):
     with pytest.raises(ValueError, match=r"\(8, 6, 4, 3, 2\)"): quantize_model(mnv3, "lsq", 1, batch)
     with pytest.raises(ValueError, match=r"\(8, 6, 4, 3, 2\)"): quantize_model(mnv3, "lsq", 16, batch)
     with pytest.raises(ValueError, match="a_bits"): quantize_model(mnv3, "lsq", 4, batch, a_bits=5)
+
+
+def test_fused_eval_path_matches_the_autograd_path():
+    "Evaluation without autograd uses torch's fused kernels: the same values (up to a last-ulp tie), zero points included."
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, generator=g) * torch.rand(16, 1, 1, 1, generator=g)
+    act, signed = torch.relu(torch.randn(8, 8, 6, 6, generator=g)) * 3, torch.randn(8, 8, 6, 6, generator=g) - 0.7
+    cases = [(UniformQuantizer(6, method="mse", symmetric=True, per_channel=True, channels=16), w),
+             (UniformQuantizer(4, method="minmax", symmetric=False), signed),       # a zero point
+             (UniformQuantizer(8, method="percentile", symmetric=False), act),
+             (LSQQuantizer(4, signed=True, per_channel=True, channels=16), w), (LSQQuantizer(3, signed=None), act)]
+    for q, x in cases:
+        q(x); q.eval()
+        slow = q.quantize(x).detach()
+        with torch.no_grad(): fast = q(x)
+        step = (q.scale if hasattr(q, "scale") else q.step.detach()).max()
+        assert (slow != fast).float().mean() < 1e-3 and (slow - fast).abs().max() <= step * 1.001, q
+
+
+def test_lsq_mse_init_keeps_heavy_tailed_weights():
+    "LSQ's paper init clips at 2·sqrt(Q_P)·<|w|>: a channel of tiny weights with a few large ones loses them; the MSE init keeps them."
+    g = torch.Generator().manual_seed(1)
+    w = 1e-3 * torch.randn(4, 64, 3, 3, generator=g); w[:, 0, 0, 0] = torch.tensor([1.0, -0.8, 0.6, 1.2])
+    err = {}
+    for init in ("paper", "mse"):
+        q = LSQQuantizer(8, signed=True, per_channel=True, channels=4, init=init); q(w)
+        err[init] = float(((q.quantize(w) - w) ** 2).sum())
+        if init == "paper":
+            torch.testing.assert_close(q.step.detach(), 2 * w.flatten(1).abs().mean(1) / math.sqrt(qrange(8, True)[1]))
+    assert err["mse"] < 0.05 * err["paper"], err
+    with pytest.raises(ValueError, match="mse"): LSQQuantizer(4, init="lsq+")

@@ -134,7 +134,8 @@ def test_zoo_members_run_as_ray_tasks_like_the_local_engine(local_ray, tmp_path,
     "Issue 13: finetune_zoo(engine='ray') trains one task per member; the driver writes the same checkpoints as locally."
     import torch
     from types import SimpleNamespace
-    from metacompress.finetune import finetune_zoo, toy_split, zoo_paths
+    from metacompress.finetune import finetune_zoo, zoo_paths
+    from metacompress.testing import toy_split
     monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path))
     torch.set_num_threads(1)                                     # as a one-CPU Ray task: the same arithmetic order
     toy = SimpleNamespace(train=toy_split(64, 10, 32), test=toy_split(32, 10, 32, seed=1), classes=tuple("abcdefghij"),

@@ -6,9 +6,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metacompress.compress import Budget, Context, TinyNet, compress, reestimate_bn, weight_storage_bits
+import metacompress.compress as compress_module
+from metacompress.compress import compress
+from metacompress.measure import weight_storage_bits
+from metacompress.recovery import Context, bn_augmentation, reestimate_bn
+from metacompress.registry import Budget
 from metacompress.data import Split, augment_batch, normalize
-from metacompress.finetune import distillation_loss, evaluate, toy_split, train_model
+from metacompress.finetune import distillation_loss, evaluate, train_model
+from metacompress.testing import TinyNet, toy_split
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +142,6 @@ def test_csr_column_index_sized_by_columns():
 
 def test_bn_augmentation_picks_the_lower_held_out_loss(trained):
     "The adaptive-BN image mode is chosen on clean held-out training images, by loss (training data only)."
-    from metacompress.compress import bn_augmentation
     net, data, _ = trained
     got = bn_augmentation(net, data, 64, seed=0, held=128)
     h = data[64:192]; loss = {}
@@ -156,3 +160,55 @@ def test_reestimate_bn_without_augmentation_uses_the_images_as_they_are(trained)
     with torch.no_grad(): m.eval()(data.inputs(slice(0, 64)))
     h.remove()
     torch.testing.assert_close(bn.running_mean, got[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def _select_ctx(data, **kw):
+    "A Context that trains on all but the last 128 toy images and chooses the recovery's outcome on those 128."
+    sel, rest = data[len(data) - 128:], data[:len(data) - 128]
+    return Context(rest, Budget(**{"bn_images": 64, "seed": 0, "batch_size": 32, **kw}), rest.inputs(slice(0, 8)), select=sel), sel
+
+
+def test_recovery_that_hurts_is_not_kept(trained):
+    "A diverging fine-tune (lr 5) is rejected: the model keeps its weights and statistics exactly, and the context says so."
+    net, data, _ = trained; m = copy.deepcopy(net)
+    ctx, _ = _select_ctx(data, recovery_steps=5, lr=5.0)
+    ctx.recover(m)
+    assert ctx.extra["recovery_kept"] == "as_is"
+    for (k, v), (_, w) in zip(m.state_dict().items(), net.state_dict().items()): assert torch.equal(v, w), k
+
+
+def test_recovery_keeps_the_candidate_with_the_lowest_held_out_loss(trained):
+    "The kept state is the argmin of the held-out loss over {as it came, adaptive BN only, fine-tune + adaptive BN}, rebuilt independently."
+    net, data, _ = trained; damaged = copy.deepcopy(net); g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for c in damaged.modules():
+            if isinstance(c, nn.Conv2d): c.weight.add_(0.5 * c.weight.std() * torch.randn(c.weight.shape, generator=g))
+    ctx, sel = _select_ctx(data, recovery_steps=10, lr=0.01)
+    m = copy.deepcopy(damaged); ctx.recover(m)
+    bn_only = reestimate_bn(copy.deepcopy(damaged), ctx.data, 64, seed=0)
+    rec = copy.deepcopy(damaged); Context(ctx.data, ctx.budget, ctx.calib_x).recover(rec)      # no `select`: always the fine-tune
+    loss = {k: evaluate(v, sel)["loss"] for k, v in {"as_is": damaged, "bn_only": bn_only, "recovered": rec}.items()}
+    assert ctx.extra["recovery_kept"] == min(loss, key=loss.get), loss
+    assert evaluate(m, sel)["loss"] == pytest.approx(min(loss.values()), rel=1e-6)
+    assert min(loss.values()) < loss["as_is"]                         # this damage is one a recovery repairs
+
+
+def test_scheduled_phases_are_always_kept(trained):
+    "AGP's schedule and Slim's sparsity phase run through `extra_loss`: they are the method, never rolled back."
+    net, data, _ = trained
+    ctx, _ = _select_ctx(data, recovery_steps=3, lr=5.0)
+    ctx.recover(copy.deepcopy(net), extra_loss=lambda mm: torch.zeros(()))
+    assert "recovery_kept" not in ctx.extra
+
+
+def test_compress_holds_the_selection_images_out_of_training(trained):
+    "compress() gives the methods every training image but the last `select_images` (at most a quarter), which choose."
+    net, data, ev = trained; seen = {}
+    orig = compress_module.Context
+    class Spy(orig):
+        def recover(self, model, *a, **k):
+            seen.update(train=len(self.data), select=len(self.select)); return super().recover(model, *a, **k)
+    compress_module.Context = Spy
+    try: compress(net, "none", 0, data, Budget(recovery_steps=1, select_images=100, bn_images=32, calib_images=8, latency_repeats=1, latency_warmup=0))
+    finally: compress_module.Context = orig
+    assert seen == {"train": len(data) - 100, "select": 100}
