@@ -158,3 +158,13 @@ def test_lsq_mse_init_keeps_heavy_tailed_weights():
             torch.testing.assert_close(q.step.detach(), 2 * w.flatten(1).abs().mean(1) / math.sqrt(qrange(8, True)[1]))
     assert err["mse"] < 0.05 * err["paper"], err
     with pytest.raises(ValueError, match="mse"): LSQQuantizer(4, init="lsq+")
+
+
+def test_dynamic_ranges_follow_the_weight_in_evaluation_too():
+    "qat_ste's weight quantiser recomputes its range from the current weight: the fused evaluation path must not reuse a stale one."
+    w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(2))
+    q = UniformQuantizer(4, symmetric=True, per_channel=True, channels=8, dynamic=True); q(w); q.eval()
+    w2 = 3 * w                                          # the weight after training steps moved it
+    with torch.no_grad(): got = q(w2)
+    torch.testing.assert_close(got, q.quantize(w2).detach())
+    assert (got - w2).abs().max() <= (w2.flatten(1).abs().max(1).values / 7).max() / 2 + 1e-6   # within half a step of the new range
