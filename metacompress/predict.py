@@ -303,8 +303,10 @@ class Predictor:
 
 def train_predictor(df: pd.DataFrame, source: str, *, base_params: dict, grid: dict, targets=TARGETS,
                     inner_folds: int = 3, quantiles=(0.05, 0.95), seed: int = 0, threads: int = 1,
-                    split: str = "random") -> tuple[Predictor, pd.DataFrame]:
-    "Tune, calibrate (CQR out of fold) and fit g on the applicable rows of `source`; inner folds grouped like `split`."
+                    split: str = "random", residual_kinds=("random", "arch_split")) -> tuple[Predictor, pd.DataFrame]:
+    """Tune, calibrate (CQR out of fold) and fit g on the applicable rows of `source`; inner folds grouped like `split`.
+    `residual_kinds`: the fold kinds whose split-conformal |residual| width the predictor also records (a saved
+    predictor's intervals for new models; cross-validation's members pass () and record only `split`'s)."""
     train = df[df["applicable"].astype(bool) & (df["source"] == source)].reset_index(drop=True)
     if train.empty: raise ValueError(f"no applicable rows for eval source {source!r}: sources present: {sorted(df.source.unique())}")
     params, target, table = tune(train, base_params, grid, targets, inner_folds, seed, threads, kind=split)
@@ -316,7 +318,7 @@ def train_predictor(df: pd.DataFrame, source: str, *, base_params: dict, grid: d
             sch, m, q = fit_models(a, target, params, seed=seed, quantiles=list(quantiles), threads=threads)
             got.append((b["y_test_acc"].to_numpy(float), *Predictor(sch, source, target, params, list(quantiles), m, q).predict(b)))
         return [np.concatenate(v) for v in zip(*got)] if got else None
-    oof = {k: out_of_fold(k) for k in dict.fromkeys((split, "random", "arch_split"))}
+    oof = {k: out_of_fold(k) for k in dict.fromkeys((split, *residual_kinds))}
     y, mu, lo, hi = oof[split] if oof[split] is not None else ([], [], [], [])
     offset = conformal_offset(y, lo, hi, nominal) if len(y) else 0.0  # CQR (Romano et al. 2019) on the quantile model
     # split conformal on the mean model (Lei et al. 2018): mean +- the `nominal` quantile of its out-of-fold |error|
@@ -386,7 +388,8 @@ def cross_validate(df: pd.DataFrame, source: str, kind: str, *, base_params: dic
     for name, tr_cells, te_cells in group_folds(d, kind, k, seed):
         tr, te = d[d.cell_id.isin(tr_cells)], d[d.cell_id.isin(te_cells)]
         pred, table = train_predictor(tr, source, base_params=base_params, grid=grid, targets=targets,
-                                      inner_folds=inner_folds, quantiles=quantiles, seed=seed, threads=threads, split=kind)
+                                      inner_folds=inner_folds, quantiles=quantiles, seed=seed, threads=threads, split=kind,
+                                      residual_kinds=())
         mean, lo, hi = pred.predict(te); _, lo_raw, hi_raw = pred.predict(te, conformal=False)
         preds.append(pd.DataFrame({
             "source": source, "split": kind, "fold": name, "cell_id": te.cell_id.values, "model": te.model.values,
