@@ -8,6 +8,8 @@ __all__ = ['bare_step_rate', 'bench_data_path', 'main', 'bench_eval', 'eval_main
 # %% ../nbs/98_bench.ipynb #162d3d08
 import argparse, statistics, time
 import torch, torch.nn.functional as F
+from .cifar_zoo import MEMBERS, get_member
+from .features import logits_of
 from .finetune import build_model, train_model
 from .data import normalize
 from .testing import toy_split   # bench is no step: it may use the test data
@@ -50,8 +52,6 @@ def bench_eval(names=None, n: int = 256, repeats: int = 3) -> list[dict]:
     """Images/s of evaluating each pretrained zoo member (`cifar_zoo`, one torch thread as in the grid) the old way
     (`torch.no_grad`, default layout) and the grid's way (`extract.logits_of`: inference mode, channels-last), median of
     `repeats` interleaved runs on `n` images, and their ratio."""
-    from metacompress.cifar_zoo import MEMBERS, get_member
-    from metacompress.extract import logits_of
     torch.set_num_threads(1)
     split = toy_split(n, seed=2); rows = []
     for name in names or list(MEMBERS):

@@ -28,7 +28,7 @@ from .compress_demo import demo_fpgm, demo_int8, demo_slim, plot_demo
 from .compress_report import plot_recovery_curve
 
 # %% auto #0
-__all__ = ['CSV_COLUMNS', 'CACHE_VERSION', 'catalogue', 'compress', 'grid_cells', 'probe_applicability', 'demo_recovery',
+__all__ = ['CSV_COLUMNS', 'METHODS_VERSION', 'catalogue', 'compress', 'grid_cells', 'probe_applicability', 'demo_recovery',
            'run_catalogue', 'recovery_curve']
 
 # %% ../nbs/04_compress.ipynb #6dd8e344
@@ -117,7 +117,7 @@ CSV_COLUMNS = ["model", "method", "family", "granularity", "criterion", "level",
                "latency_b64_ms", "latency_fp32_b1_ms", "latency_fp32_b64_ms", "runtime", "int8_ranges", "seconds",
                "seconds_compress", "seconds_recovery", "recovery_steps", "structure", "slim_l1", "sparsity_steps", "notes"]
 
-CACHE_VERSION = 5   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
+METHODS_VERSION = 5   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
 
 def grid_cells(methods="all", levels="all") -> list[tuple[str, Any]]:
     """(method, level) cells: `methods` 'all' or names; `levels` 'all' (each method's grid), 'first' (its first
@@ -227,7 +227,7 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
     else:
         variants = [{"recovery_steps": int(s)} for s in curve_steps] + ([dict(curve_kd)] if curve_kd else [])
         zoo_meta = {a: {k: v for k, v in load_zoo_model(profile, a)[1].items() if "seconds" not in k and "per_s" not in k} for a in curve_models}
-        key = fingerprint(CACHE_VERSION, zoo_meta, [list(c) for c in curve_cells], variants, asdict(budget),
+        key = fingerprint(METHODS_VERSION, zoo_meta, [list(c) for c in curve_cells], variants, asdict(budget),
                           tensor_hash(test.x, test.y), tensor_hash(data.x[:64], data.y))
         cached = profile_dir("compress", profile) / f"recovery_curve.{key}.csv"   # resumable: the curve is the step's longest part
         if cached.is_file(): curve = pd.read_csv(cached)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #2a424f2e
 from __future__ import annotations
-import contextlib, hashlib, json, logging, os, random, sys, tempfile, warnings
+import ast, contextlib, difflib, hashlib, importlib.util, json, logging, os, random, re, sys, tempfile, warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ def _is_checkout(d: Path) -> bool:
 
 def package_dir() -> Path:
     "The folder of the imported `metacompress` package (an installed one ships its profiles, manifest and quick predictor there)."
-    import importlib.util
     return Path(importlib.util.find_spec("metacompress").origin).resolve().parent
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -82,7 +81,6 @@ def _shown(path: Path) -> str:
     except ValueError: return str(path)
 
 def _section_hint(name) -> str:
-    import difflib
     by_step = {k: v for k, v in STEPS.items()}                     # `data:` instead of `01_data:`
     if name in by_step: return f"did you mean {by_step[name]!r}? "
     close = difflib.get_close_matches(str(name), SECTIONS, n=1, cutoff=0.5)
@@ -118,7 +116,6 @@ def notebook_path(step: str) -> Path:
 
 def declared_parameters(nb: Path) -> dict:
     "The names and default values of a notebook's `parameters`-tagged cell (simple `name = literal` lines)."
-    import ast
     cells = [c for c in json.loads(Path(nb).read_text(encoding="utf-8"))["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1: raise ValueError(f"{nb} must have exactly one cell tagged 'parameters' (found {len(cells)})")
     out = {}
@@ -160,7 +157,6 @@ _KIND_WORDS = {"null": "null", "bool": "true/false", "int": "an integer", "numbe
 
 def _smoke_comments() -> dict[tuple[str, str], str]:
     "`{(section, key): comment}` of smoke.yaml's inline comments (they say what `null` means where a key takes it)."
-    import re
     path, out, sec = profiles_dir() / "smoke.yaml", {}, None
     if not path.is_file(): return out
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -189,7 +185,6 @@ def _registry(key):
 
 def _check_value(sec: str, key: str, v, default, refs: list[dict], comments: dict) -> str | None:
     "What is wrong with `sec.key = v` (None: nothing)."
-    import difflib, re
     allowed = {_kind(default)} | {_kind(r[sec][key]) for r in refs if isinstance(r.get(sec), dict) and key in r[sec]} | PARAM_TYPES.get(key, set())
     nullable = "null" in allowed or key in PARAM_NULLABLE or "null" in comments.get((sec, key), "")
     allowed.discard("null")
@@ -220,7 +215,6 @@ def validate_profile(profile: str | Path, steps=None) -> dict[str, dict[str, Any
     key declared by its notebook's parameters cell, each value's kind and range, method / source / member names in
     their registries. `steps` (step or notebook names; None: every step with a notebook) are about to run: their
     sections and keys must all be there. Raises `ProfileError`: one line naming the file, section, key and fix."""
-    import difflib
     if (missing := [k for k in NAME_KEYS if k not in PARAM_REGISTRIES]):
         warnings.warn(f"profile check without the name registries of {missing}: import metacompress.run (it imports their owners) first")
     path = profile_path(profile); shown = _shown(path)

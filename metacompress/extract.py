@@ -31,7 +31,7 @@ from .schema import CATEGORICAL, FEATURES, SOURCES, TARGET_COLUMNS, TIMES, check
 log = get_logger("metacompress.extract")
 
 # %% auto #0
-__all__ = ['log', 'CACHE_VERSION', 'RUN_PARAMS', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member', 'zoo_name',
+__all__ = ['log', 'FEATURES_VERSION', 'RUN_PARAMS', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member', 'zoo_name',
            'ExtractJob', 'extract_cell', 'grid_keys', 'save_metadata', 'timing_table', 'write_seed_spread',
            'extract_budget_record', 'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures',
            'literature_table']
@@ -73,7 +73,7 @@ def draw_sources(splits, generated: dict | None, n: int, names=SOURCES, seed: in
     return {k: out[k] for k in names}
 
 # %% ../nbs/05_extract.ipynb #a6700fed
-CACHE_VERSION = 2   # bump when a feature's code changes: every cell is then recomputed
+FEATURES_VERSION = 2   # bump when a feature's code changes: every cell is then recomputed
 _PROC: dict = {}    # per-process: splits, zoo models, base caches
 
 def zoo_member(profile: str, name: str):
@@ -117,7 +117,7 @@ def _base(job: ExtractJob, name):
 
 def _base_cache(job: ExtractJob, name, model, test: Split) -> dict:
     "The uncompressed model's test accuracy/loss and accounting, memoised per process and on disk."
-    fp = fingerprint(job.model_fps.get(name), tensor_hash(test.x, test.y), CACHE_VERSION)
+    fp = fingerprint(job.model_fps.get(name), tensor_hash(test.x, test.y), FEATURES_VERSION)
     k = ("base", name, fp)
     if k in _PROC: return _PROC[k]
     path = Path(job.out_dir) / "base" / f"{name}.{fp}.pt" if job.out_dir else None
@@ -276,7 +276,7 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     job = ExtractJob(profile, budget, settings, src, test_n=test_n, threads=threads, model_fps=model_fps, out_dir=str(out))
     if engine != "local":  # remote workers: everything a cell reads travels with it; nothing is written on a worker
         job = dataclasses.replace(job, zoo=zoo, test=test, train=splits.train, out_dir=None)
-    recipe = {"version": CACHE_VERSION, "compress_version": C.CACHE_VERSION, "budget": asdict(budget),
+    recipe = {"version": FEATURES_VERSION, "compress_version": C.METHODS_VERSION, "budget": asdict(budget),
               "settings": asdict(settings), "sources": {k: source_key(v) if v is not None else None for k, v in src.items()},
               "test": tensor_hash(test.x, test.y), "train": tensor_hash(splits.train.x[:64], splits.train.y), "data": splits.data_hash}
     keys = grid_keys(list(zoo), methods, levels, seeds, levels_per_model)

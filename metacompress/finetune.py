@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_finetune.ipynb #e0c28b41
 from __future__ import annotations
-import dataclasses, hashlib, json, math, time
+import dataclasses, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +21,7 @@ from .core import (atomic_path, figures_dir, get_device, get_logger, load_json, 
                                profile_dir, save_json, save_torch, set_module, set_seed)
 from .data import CIFAR10_CLASSES, Split, augment_batch, batches, load_splits, normalize
 from . import cifar_zoo
-from .grid import get_engine
+from .grid import fingerprint, get_engine
 from .settings import StepSettings
 
 # %% auto #0
@@ -204,10 +204,10 @@ def zoo_family(name: str) -> str:
 def is_pretrained(name: str) -> bool: return name in cifar_zoo.MEMBERS
 
 def recipe_hash(recipe: dict) -> str:
-    """Hash of a training recipe (all its parameters, the data hash, the starting weights): resume key. Not
-    `grid.fingerprint`: that one hashes a compact JSON list of its arguments, so it gives other values, and every
-    finished checkpoint in `data/models/` is keyed by this one."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Short hash of a training recipe (all its parameters, the data hash, the starting weights): the project's one
+    `grid.fingerprint`. Resume compares it with the fingerprint of the recipe a checkpoint's sidecar records, so a
+    sidecar's own `recipe_hash` field is a label, never the key."""
+    return fingerprint(recipe)
 
 def _image_size(splits) -> int:
     s = getattr(splits, "image_size", 32)
@@ -354,7 +354,7 @@ def finetune_zoo(profile: str, archs: list[str], splits, settings: FinetuneSetti
         ckpt, side = zoo_paths(profile, name)
         if side.is_file() and ckpt.is_file() and not force:
             meta = load_json(side)
-            if meta.get("recipe_hash") == recipe_hash(member_recipe(name, settings, splits)):
+            if recipe_hash(meta.get("recipe")) == recipe_hash(member_recipe(name, settings, splits)):
                 log.info(f"{name}: done before (test acc {meta['test_acc']:.3f}), skipped; force=True retrains"); rows[name] = meta; continue
             log.info(f"{name}: checkpoint made with another recipe or data, retraining")
         todo.append({"name": name})

@@ -4,9 +4,13 @@
 
 # %% ../nbs/00a_grid.ipynb #8ddb3c5c
 from __future__ import annotations
-import hashlib, json, math, os, re, time, traceback
+import hashlib, json, math, multiprocessing as mp, os, re, time, traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
 
 from .core import load_json, save_json
 
@@ -50,7 +54,7 @@ def _init_worker(common, threads):
     global _COMMON
     _COMMON = common
     if threads:
-        import torch; torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         try: torch.set_num_interop_threads(1)
         except RuntimeError: pass
 
@@ -65,7 +69,6 @@ def map_local(cell_fn: Callable, keys: list[dict], common: dict, on_result: Call
         if on_error is None: raise e
         on_error(k, e)
     if workers <= 1:
-        import torch
         old = torch.get_num_threads()
         if threads: torch.set_num_threads(threads)
         try:
@@ -75,8 +78,6 @@ def map_local(cell_fn: Callable, keys: list[dict], common: dict, on_result: Call
                 else: on_result(k, r)
         finally: torch.set_num_threads(old)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(common, threads)) as pool:
         futs = {pool.submit(_call, cell_fn, k): k for k in keys}
@@ -120,7 +121,6 @@ def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str
              engine: str = "local", engine_options: dict | None = None, force: bool = False, progress: bool = True,
              desc: str = "cells", failed: Callable[[Any], bool] | None = None) -> dict[str, Any]:
     "Every cell's result `{cell_id(key): result}`, computing only the missing or stale ones (see above)."
-    from tqdm.auto import tqdm
     keys = list(keys); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     ids = [cell_id(k) for k in keys]
     if len(set(ids)) != len(ids): raise ValueError(f"duplicate grid keys: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")

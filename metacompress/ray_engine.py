@@ -4,7 +4,8 @@
 
 # %% ../nbs/00b_ray.ipynb #7b9832fe
 from __future__ import annotations
-import importlib.util, os, statistics, time, warnings
+import argparse, importlib.util, os, statistics, time, warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable
 
 RAY_INSTALL_HINT = 'pip install -e ".[ray]"'
@@ -124,7 +125,6 @@ def bench_overhead(n_cells: int = 32, work_fn: Callable = toy_work, *, common: d
                    repeats: int = 3, cell_s: float | None = None, verbose: bool = True) -> dict:
     """Per-cell overhead of Ray against a local process pool on the same cells (seconds, and ratios); prints a summary.
     `cell_s`: a real cell's time (e.g. the quick profile's median), to express Ray's extra overhead as a fraction of it."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     ray = require_ray()
     if ray.is_initialized(): raise RuntimeError("bench_overhead starts its own Ray instance: call ray.shutdown() first")
     common = {"spin": 0.05, "payload": bytes(1 << 20)} if common is None else common
@@ -163,7 +163,6 @@ def bench_overhead(n_cells: int = 32, work_fn: Callable = toy_work, *, common: d
 # %% ../nbs/00b_ray.ipynb #f13a8734
 def bench_main(argv=None) -> dict:
     "`make bench`'s entry: Ray's per-cell overhead against the local pool on toy cells (prints ratios)."
-    import argparse
     p = argparse.ArgumentParser(description="Ray's per-cell overhead against a local process pool, on toy cells.")
     p.add_argument("--cells", type=int, default=32, help="toy cells (default: 32)")
     p.add_argument("--spin", type=float, default=0.05, help="CPU seconds per toy cell (default: 0.05)")

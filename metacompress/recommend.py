@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #90a9eb40
 from __future__ import annotations
-import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os, shutil, subprocess, sys, tempfile, time, zipfile
+import argparse, contextlib, copy, dataclasses, difflib, importlib, io, json, math, os, re, shutil, subprocess, sys, tempfile, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,24 +13,34 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from PIL import Image
+from tqdm.auto import tqdm
 
 from .constraints import Constraint, ConstraintError
-from .core import (atomic_path, data_dir, figures_dir, file_sha256, get_logger, load_json, load_profile, load_torch, package_dir, project_root,
+from .core import (atomic_path, data_dir, figures_dir, file_sha256, get_logger, load_json, load_profile, load_torch, package_dir, profile_dir, project_root,
                                save_json, save_torch, set_seed, step_params, tensor_hash)
 from .settings import StepSettings
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes, stratified_order
+from .cifar_zoo import InputAdapter, Pretrained
+from .compress import compress, grid_cells
+from .features import FEATURE_PARAMS, FeatureSettings, cell_features
+from .finetune import build_model, classification_archs, last_linear, load_zoo_model
+from .grid import fingerprint, run_grid
+from .measure import accounting, measure_latency
+from .predict import load_predictor
+from .registry import Budget, NotApplicable
+from .schema import FEATURES
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes, load_splits, stratified_order
 
 log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'TABLE', 'N_CHECK', 'FED_BY_DEFAULT', 'EXAMPLE_MODEL', 'RecommendError', 'parse_amount', 'fit_state_dict',
            'profile_name', 'import_factory', 'load_user_model', 'parse_channels', 'input_spec', 'with_input',
-           'read_image_folder', 'pseudo_labels', 'ProxyData', 'load_proxy', 'check_model_on', 'settings_from',
-           'load_checked_predictor', 'default_predictor', 'ranking_params', 'dry_budget', 'prefilter', 'candidate_cell',
-           'model_fingerprint', 'predictor_interval', 'clock', 'logits', 'accuracy', 'base_row', 'recommend',
-           'final_finetune', 'write_model', 'load_recommended', 'format_table', 'format_timing', 'build_parser', 'run',
-           'main', 'RecommendSettings', 'run_demo', 'train_raw_pixels', 'write_image_folder', 'run_example',
-           'run_recommend']
+           'read_image_folder', 'pseudo_labels', 'ProxyData', 'load_proxy', 'check_model_on', 'load_checked_predictor',
+           'default_predictor', 'ranking_settings', 'dry_budget', 'prefilter', 'candidate_cell', 'model_fingerprint',
+           'predictor_interval', 'clock', 'logits', 'accuracy', 'base_row', 'recommend', 'final_finetune',
+           'write_model', 'load_recommended', 'format_table', 'format_timing', 'build_parser', 'run', 'main',
+           'RecommendSettings', 'run_demo', 'train_raw_pixels', 'write_image_folder', 'run_example', 'run_recommend']
 
 # %% ../nbs/08_recommend.ipynb #fa0f9967
 class RecommendError(ValueError):
@@ -77,7 +87,6 @@ def fit_state_dict(model: nn.Module, sd: dict, what: str) -> nn.Module:
     return model
 
 def _head_name(model: nn.Module) -> str | None:
-    from metacompress.finetune import last_linear
     head = last_linear(model, required=False)
     if head is not None: return next(n for n, m in model.named_modules() if m is head)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
@@ -110,7 +119,6 @@ def import_factory(spec: str, module_root: str | None = None) -> tuple[Any, str 
 def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = "smoke", stem: str = "imagenet",
                     num_classes: int | None = None, module_root: str | None = None) -> tuple[nn.Module, dict, dict]:
     "(model in eval mode, meta for the features, recipe of how to rebuild it) from a model spec (see above)."
-    from metacompress.finetune import build_model, classification_archs, load_zoo_model
     recipe = {"spec": spec, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "profile": profile,
               "stem": stem, "num_classes": num_classes,
               "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and Path(checkpoint).is_file() else None}
@@ -121,7 +129,6 @@ def load_user_model(spec: str, checkpoint: str | None = None, *, profile: str = 
                                  "drop --checkpoint, or pass the architecture (torchvision name or package.module:factory) with it")
         try: model, meta = load_zoo_model(prof, name)
         except FileNotFoundError as e:
-            from metacompress.core import profile_dir
             have = sorted(p.stem for p in profile_dir("models", prof).glob("*.json"))
             close = difflib.get_close_matches(name, have, n=3)
             raise RecommendError(f"no zoo member {name!r} in profile {prof!r}" + (f" (close: {', '.join(close)})" if close else "")
@@ -178,7 +185,6 @@ def with_input(model: nn.Module, spec: dict | None, mean, std) -> nn.Module:
     """`model` behind an `InputAdapter` that turns the pipeline's input (normalised with `mean` / `std`) into what
     `spec` says the model takes: (pixels * (255 or 1) - spec mean) / spec std. `spec` None: `model` unchanged."""
     if spec is None: return model
-    from metacompress.cifar_zoo import InputAdapter, Pretrained
     scale = 255.0 if spec["range"] == "0-255" else 1.0
     return Pretrained(InputAdapter(mean, std, [m / scale for m in spec["mean"]], [s / scale for s in spec["std"]]), model).eval()
 
@@ -240,7 +246,6 @@ def load_proxy(spec: str, model: nn.Module | None, *, image_size: int = 32, n: i
     `holdout`: the share of a labelled folder's images kept out of both as `test` (the --verify data)."""
     cut = lambda s, k: s if k is None else s[:k]
     if spec.startswith("profile:"):
-        from metacompress.data import load_splits
         prof, _, which = spec[8:].partition(":")
         try: sp = load_splits(prof)
         except (FileNotFoundError, ValueError) as e: raise RecommendError(str(e).splitlines()[0]) from e
@@ -286,24 +291,10 @@ def check_model_on(model: nn.Module, data: Split, what: str = "the model") -> in
     return int(out.shape[1])
 
 # %% ../nbs/08_recommend.ipynb #06a7f11a
-from .compress import Budget
-_BUDGET_KEYS = tuple(f.name for f in dataclasses.fields(Budget) if f.name not in ("seed", "device"))   # every recovery knob, once
-_FEATURE_KEYS = {"feature_batch": "batch_size", "grad_n": "grad_n", "curvature_n": "curvature_n", "lanczos_k": "lanczos_k",
-                 "lanczos_iter": "lanczos_iter", "trace_matvecs": "trace_matvecs", "proxies": "proxies"}
-
-def settings_from(params: dict):
-    "(Budget, FeatureSettings) from a profile's 08_recommend parameters."
-    from metacompress.compress import Budget
-    from metacompress.extract import FeatureSettings
-    return (Budget.from_params({k: params[k] for k in _BUDGET_KEYS if k in params}),
-            FeatureSettings(**{v: params[k] for k, v in _FEATURE_KEYS.items() if k in params}))
-
 _BUDGET_RECORD_KEYS = ("extract_budget", "budget")
 
 def load_checked_predictor(path):
     "The predictor at `path`, checked against this package's feature columns (`.extract_budget`: the budget its sidecar records, or None)."
-    from metacompress.extract import FEATURES
-    from metacompress.predict import load_predictor
     path = Path(path)
     if not path.is_file(): raise RecommendError(f"predictor {path} does not exist: pass --predictor (06_predict writes figures/<profile>/predictor/<source>.json)")
     try: pred = load_predictor(path); side = load_json(path)
@@ -336,13 +327,22 @@ def default_predictor(profile: str, source: str, params: dict | None = None) -> 
     raise RecommendError(f"no {source!r} predictor for profile {name!r} (looked at {' and '.join(looked)}): pass --predictor "
                          "<sidecar .json> (06_predict writes figures/<profile>/predictor/<source>.json) or set 08_recommend: predictor: in the profile")
 
-def ranking_params(params: dict, pred) -> tuple[dict, str]:
-    "`params` (a profile's 08_recommend section) with the budget the predictor records on top -> (params, where the budget came from)."
+_TIMING_KEYS = ("latency_repeats", "latency_threads")   # how this machine times a candidate: the profile's, not the record's
+
+def ranking_settings(pred, params: dict | None = None) -> tuple[Budget, FeatureSettings, int | None, str]:
+    """(Budget, FeatureSettings, proxy_n, where they came from) that rank candidates: the budget the predictor's cells
+    spent, as its sidecar records it (`extract_budget`, which 06_predict copies from 05_extract), so that a candidate is
+    recovered and featurised as the cells the predictor learned from. Only the latency timing is `params`' (this
+    machine's); a field the record lacks keeps its default. A predictor without a record is refused: rerun 06_predict."""
     rec = getattr(pred, "extract_budget", None)
-    if not rec: return params, "the profile's 08_recommend section (the predictor file records no extract_budget)"
-    keys = (set(_BUDGET_KEYS) | set(_FEATURE_KEYS) | {"proxy_n"}) - {"latency_repeats", "latency_threads"}
-    over = {k2: v for k, v in rec.items() if (k2 := {"source_n": "proxy_n"}.get(k, k)) in keys}
-    return {**params, **over}, f"the predictor file ({', '.join(f'{k}={v}' for k, v in sorted(over.items()))})"
+    if not rec:
+        raise RecommendError(f"predictor {getattr(pred, 'path', '')} records no extract budget (the recovery and features its cells "
+                             "were measured with): retrain it with `make predict`, which copies 05_extract's into the predictor file")
+    timing = {k: params[k] for k in _TIMING_KEYS if params and k in params}
+    budget = Budget.from_params({**rec, **timing})
+    features = FeatureSettings.from_params({k: v for k, v in rec.items() if k in FEATURE_PARAMS}, others=())
+    shown = {k: v for k, v in rec.items() if k in ("recovery_steps", "kd_alpha", "bn_images", "source_n", "curvature_n")}
+    return budget, features, rec.get("source_n"), f"the predictor file ({', '.join(f'{k}={v}' for k, v in sorted(shown.items()))})"
 
 # %% ../nbs/08_recommend.ipynb #2ee4b155
 def dry_budget(budget):
@@ -355,8 +355,6 @@ def prefilter(model: nn.Module, cells: list[tuple[str, float]], train: Split, bu
               *, slack: float = 0.05, progress: bool = True) -> tuple[list[tuple], pd.DataFrame]:
     """Compress every cell without recovery and keep those whose size / ratio / MACs / BOPs could meet `constraint`
     (within `slack`, relative). -> (kept cells, table of every cell with its dry accounting and why it was dropped)."""
-    from tqdm.auto import tqdm
-    from metacompress.compress import NotApplicable, compress
     rows, keep = [], []
     for method, level in tqdm(cells, desc="accounting (no recovery)", disable=not progress, mininterval=2):
         row = {"method": method, "level": level}
@@ -375,8 +373,6 @@ _PROC: dict = {}
 
 def candidate_cell(key: dict, common: dict) -> dict:
     "Full compression of one candidate -> {'features', 'report', 'latency_ms', 'seconds', 'measured_acc'}."
-    from metacompress.compress import NotApplicable, compress, measure_latency
-    from metacompress.extract import cell_features
     if common.get("threads"): torch.set_num_threads(common["threads"])
     t0 = time.perf_counter()
     budget = dataclasses.replace(common["budget"], seed=common["seed"])
@@ -448,7 +444,6 @@ def accuracy(model: nn.Module, split: Split) -> float:
 
 def base_row(model: nn.Module, proxy: ProxyData, base: dict, budget, latency_batch: int = 1, verify: Split | None = None) -> dict:
     "The uncompressed model's row: its accounting, latency, accuracy on the proxy data and (with `verify`) on the labelled data."
-    from metacompress.compress import measure_latency
     lat = measure_latency(model, latency_batch, budget.latency_repeats, budget.latency_warmup, proxy.train.x.shape[-1], budget.latency_threads)
     row = {"rank": 0, "method": "uncompressed", "level": float("nan"), "size_bytes": base.get("size_bytes"), "compression_ratio": 1.0,
            "macs": base.get("macs"), "bops": base.get("bops"), "latency_ms": lat, "proxy_acc": accuracy(model, proxy.eval)}
@@ -462,9 +457,6 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
               timing: dict | None = None) -> pd.DataFrame:
     """Ranked table of the feasible candidates (best first; `attrs['base']`: the uncompressed model's row); raises
     `RecommendError` naming the closest when none is. `timing`: a dict that collects where the seconds went."""
-    from metacompress.compress import Budget, accounting, grid_cells
-    from metacompress.extract import FEATURES, FeatureSettings
-    from metacompress.grid import fingerprint, run_grid
     budget = budget or Budget(); settings = settings or FeatureSettings(); meta = dict(meta or {})
     model = model.cpu().eval(); size = int(proxy.train.x.shape[-1])
     with clock(timing, "uncompressed model (accounting, accuracy)"):
@@ -522,7 +514,6 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
 def final_finetune(model: nn.Module, proxy: ProxyData, table: pd.DataFrame, budget, steps: int, *, seed: int = 0, rank: int = 1,
                    verify: Split | None = None) -> tuple[nn.Module, dict]:
     "Candidate `rank` of `table` compressed again from the uncompressed `model` with `steps` recovery steps -> (model, info)."
-    from metacompress.compress import compress
     r = table[table["rank"] == rank].iloc[0]
     b = dataclasses.replace(budget, recovery_steps=int(steps), seed=seed, int8_deploy=False)
     set_seed(seed)
@@ -537,7 +528,6 @@ N_CHECK = 8   # proxy images whose logits a --write-model file carries as its re
 
 def _replay(base: nn.Module, rc: dict, train: Split, dry: bool) -> nn.Module:
     "The compressed structure of recipe `rc` (dry: no recovery, no int8 build) - its weights are loaded after."
-    from metacompress.compress import Budget, compress
     b = dataclasses.replace(Budget(**rc["budget"]), seed=rc["seed"])
     if dry: b = dataclasses.replace(b, recovery_steps=0, latency_repeats=1, latency_warmup=0, int8_deploy=False)
     set_seed(rc["seed"])
@@ -641,7 +631,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _join_negative_values(argv: list[str]) -> list[str]:
     "`--max-size -5MB` -> `--max-size=-5MB`, so that a negative amount reaches the bound check instead of reading as a flag."
-    import re
     out, i = [], 0
     while i < len(argv):
         if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and re.match(r"^-\.?\d", argv[i + 1]):
@@ -702,12 +691,11 @@ def run(args) -> pd.DataFrame:
         src = "diffusion" if data.endswith(".pt") else "ideal"    # 06_predict: an EDM dataset is the `diffusion` source, images `ideal`
         model, meta, recipe = load_user_model(args.model, args.checkpoint, profile=args.profile, stem=args.stem, num_classes=args.num_classes)
         pred = load_checked_predictor(args.predictor or default_predictor(args.profile, src, params))
-        params, budget_from = ranking_params(params, pred)
-        budget, settings = settings_from(params)
+        budget, settings, proxy_n, budget_from = ranking_settings(pred, params)
     with clock(timing, "proxy data"):
         # --verify without --verify-data on an image folder: half of it held out (never seen by recovery or the features)
         hold = args.verify and not args.verify_data and not data.startswith("profile:") and not data.endswith(".pt")
-        dargs = {"n": params.get("proxy_n"), "n_train": params.get("train_n"), **({"holdout": 0.5} if hold else {})}
+        dargs = {"n": proxy_n, "n_train": params.get("train_n"), **({"holdout": 0.5} if hold else {})}
         proxy = load_proxy(data, None, **dargs)
         model = with_input(model, ispec, proxy.eval.mean, proxy.eval.std); recipe["input"] = ispec
         check_model_on(model, proxy.eval)
@@ -749,7 +737,6 @@ def run(args) -> pd.DataFrame:
         rows = [{**base, "rank": 0}] + table[cols].to_dict("records")
         if out.suffix == ".json": save_json(rows, out)
         else:
-            from metacompress.core import atomic_path
             with atomic_path(out) as tmp: pd.DataFrame(rows)[cols + [c for c in base if c not in cols]].to_csv(tmp, index=False)
     if args.write_model:
         with clock(timing, "write the model (and check its rebuild)"):
@@ -777,25 +764,10 @@ class RecommendSettings(StepSettings):
     device: str = "auto"
     methods: Any = "all"
     levels: Any = "all"
-    recovery_steps: int = 2
-    batch_size: int = 32
-    lr: float = 0.01
-    bn_images: int = 64
-    train_images: int | None = None
-    calib_images: int = 32
-    slim_sparsity_steps: int = 2
-    latency_repeats: int = 2
+    latency_repeats: int = 2              # timing on this machine (the recovery and feature budget is the predictor file's)
     latency_threads: int | None = 1
-    proxy_n: int | None = 20
     train_n: int | None = None
     verify_n: int | None = None
-    feature_batch: int = 256
-    grad_n: int = 16
-    curvature_n: int = 8
-    lanczos_k: int = 3
-    lanczos_iter: int = 4
-    trace_matvecs: int = 3
-    proxies: bool = True
     prefilter_slack: float = 0.05
     workers: int = 1
     threads: int | None = 1
@@ -813,18 +785,16 @@ class RecommendSettings(StepSettings):
 # %% ../nbs/08_recommend.ipynb #a8a650bf
 def run_demo(profile: str, s: RecommendSettings) -> Path | None:
     "The --verify demo: the profile's smallest (or `demo_model`) zoo member, top-3 per demo constraint beside measured accuracy -> recommend_verify.csv."
-    from metacompress.core import profile_dir
     pred_path = figures_dir(profile) / "predictor" / "ideal.json"
     zoo = sorted(p.stem for p in profile_dir("models", profile).glob("*.json"))
     if not pred_path.is_file() or not zoo:
         print(f"demo skipped: needs {pred_path} (make predict) and a zoo (make finetune)"); return None
     pred = load_checked_predictor(pred_path)
-    params, budget_from = ranking_params({k: v for k, v in dataclasses.asdict(s).items() if k in (*_BUDGET_KEYS, *_FEATURE_KEYS, "proxy_n")}, pred)
+    budget, fsettings, proxy_n, budget_from = ranking_settings(pred, dataclasses.asdict(s))
     print("ranking budget from", budget_from)
-    budget, fsettings = settings_from(params)
     name = s.demo_model or min(zoo, key=lambda n: load_json(profile_dir("models", profile) / f"{n}.json").get("params", 0))
     model, meta, _ = load_user_model(f"zoo:{name}", profile=profile)
-    proxy = load_proxy(f"profile:{profile}", model, n=params["proxy_n"], n_train=s.train_n)
+    proxy = load_proxy(f"profile:{profile}", model, n=proxy_n, n_train=s.train_n)
     verify = proxy.test if s.verify_n is None else proxy.test[:s.verify_n]
     rows = []
     for cons in s.demo_constraints:
@@ -879,7 +849,6 @@ def train_raw_pixels(model: nn.Module, split: Split, steps: int, *, batch_size: 
 
 def write_image_folder(split: Split, classes, root: Path) -> Path:
     "`split`'s images as PNGs in <class>/ folders (a labelled image folder, as a user would have it)."
-    from PIL import Image
     for i, (x, y) in enumerate(zip(split.x, split.y)):
         (root / classes[int(y)]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(x.permute(1, 2, 0).numpy()).save(root / classes[int(y)] / f"{i:05d}.png")
@@ -899,7 +868,6 @@ def _transcript(text: str) -> str:
 
 def run_example(profile: str, s: RecommendSettings, out: Path | None = None) -> Path:
     "The README example end to end (see above) -> the transcript file."
-    from metacompress.data import load_splits
     sp = load_splits(profile)
     out = Path(out or figures_dir(profile) / "recommend_example.txt")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

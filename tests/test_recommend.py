@@ -35,7 +35,11 @@ def fake_metadata(n=40, seed=0, drop=None):
 @pytest.fixture(scope="module")
 def predictor_path(tmp_path_factory):
     from metacompress.predict import save_predictor, train_predictor
+    from metacompress.core import step_params
+    from metacompress.extract import extract_budget_record
     pred, _ = train_predictor(fake_metadata(), "ideal", base_params={"n_estimators": 5, "max_depth": 2}, grid={}, targets=("acc",))
+    sec = step_params("smoke", "05_extract")        # as 06_predict records it: the budget the cells were measured with
+    pred.meta["extract_budget"] = extract_budget_record(R.Budget.from_params(sec), R.FeatureSettings.from_params(sec, others=list(sec)), sec["source_n"])
     return save_predictor(pred, tmp_path_factory.mktemp("pred") / "predictor.json")
 
 
@@ -357,7 +361,7 @@ def test_profile_as_yaml_path_from_another_directory(trained, predictor_path, tm
          "--methods", "svd", "--levels", "first", "--work-dir", "work", "--out", "t.csv"]
     assert R.main(a) == 0
     err = capsys.readouterr().err
-    assert "preds/mine.json" in err and "ranking budget from the predictor file (proxy_n=12, recovery_steps=1)" in err
+    assert "preds/mine.json" in err and "ranking budget from the predictor file (recovery_steps=1, source_n=12)" in err
     t = pd.read_csv(tmp_path / "t.csv")
     assert list(t.method) == ["uncompressed", "svd"]
 
