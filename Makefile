@@ -29,7 +29,7 @@ test-nbs: install  ## run the notebooks' fast cells (cells flagged `slow` are sk
 	nbdev_test --n_workers 2 --do_print
 
 test-py: install  ## pytest: unit tests and the smoke pipeline through papermill
-	$(PYTHON) -m pytest -q --durations=15 tests
+	$(PYTHON) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 check-sync: install  ## nbdev_export and nbdev_clean must change nothing
 	@$(RUN) check-sync

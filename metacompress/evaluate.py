@@ -374,7 +374,8 @@ def build_summary(meta: pd.DataFrame, preds: pd.DataFrame, problems: pd.DataFram
             sp = score_predictions(p); sr = summarize_problems(q, ks)
             b["mae"][s] = sp["mae"]; b["interval_width"][s] = sp["interval_width"]
             b["coverage"][s] = {"empirical": sp["coverage"], "nominal": nominal, "width": sp["interval_width_median"],
-                                "empirical_raw": sp.get("coverage_raw"), "width_raw": sp.get("interval_width_median_raw")}
+                                "empirical_raw": sp.get("coverage_raw"), "width_raw": sp.get("interval_width_median_raw"),
+                                "empirical_residual": sp.get("coverage_residual"), "width_residual": sp.get("interval_width_median_residual")}
             b["target"][s] = sp["target"]; b["n_predictions"][s] = sp["n"]; b["n_problems"][s] = sr["n_problems"]
             if sr["n_problems"]:
                 b["top1_gap"][s] = {**sr["top1_gap"], "noise_floor": sr["noise_floor"]}
@@ -403,6 +404,7 @@ def build_summary(meta: pd.DataFrame, preds: pd.DataFrame, problems: pd.DataFram
            "n_problems": head.get("n_problems", {}), "mae": head.get("mae", {}), "top1_gap": head.get("top1_gap", {}),
            "below_floor": head.get("below_floor", {}), "topk_hit": head.get("topk_hit", {}),
            "coverage": {**{s: v["empirical"] for s, v in head.get("coverage", {}).items()}, "nominal": nominal},
+           "coverage_residual": {s: v.get("empirical_residual") for s, v in head.get("coverage", {}).items()},
            "target": head.get("target", {}), "splits_skipped": [s for s in splits if s not in head.get("mae", {})],
            "ci": head.get("ci", {}), "contested": head.get("contested", {}), "problem_classes": head.get("problem_classes", {}),
            "meta_minus_naive": head.get("meta_minus_naive", {}), "meta_minus_calibrated": head.get("meta_minus_calibrated", {}),

@@ -395,6 +395,7 @@ def cross_validate(df: pd.DataFrame, source: str, kind: str, *, base_params: dic
             "source": source, "split": kind, "fold": name, "cell_id": te.cell_id.values, "model": te.model.values,
             "method": te.method.values, "level": te.level.values, "y_true": te.y_test_acc.values, "pred": mean, "lo": lo, "hi": hi,
             "lo_raw": lo_raw, "hi_raw": hi_raw, "conformal_offset": pred.conformal,
+            "residual_width": pred.meta["conformal"]["abs_residual"].get(kind, np.nan),   # the recommender's interval: pred +- this
             "uncompressed": te.y_base_test_acc.values,
             "naive_proxy": te["f_src_acc"].values if "f_src_acc" in te else np.nan,
             "calibrated_proxy": calibrated_proxy(tr, te),
@@ -424,6 +425,10 @@ def score_predictions(p: pd.DataFrame) -> dict:
     if "lo_raw" in p:
         out["coverage_raw"] = float(np.mean(covered(y, p["lo_raw"], p["hi_raw"])))
         out["interval_width_median_raw"] = float(np.median(p["hi_raw"] - p["lo_raw"]))
+    if "residual_width" in p:     # split conformal on the mean model, as the recommender reports: [pred - w, pred + w] in [0, 1]
+        mu, w = p["pred"].to_numpy(float), p["residual_width"].to_numpy(float)
+        out["coverage_residual"] = float(np.mean(covered(y, mu - w, mu + w)))
+        out["interval_width_median_residual"] = float(np.median(np.clip(mu + w, 0, 1) - np.clip(mu - w, 0, 1)))
     out["target"] = {str(k): int(v) for k, v in p.drop_duplicates(["fold"])["target"].value_counts().items()}
     return out
 

@@ -4,6 +4,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `make test-py` runs the tests on two pytest-xdist workers (`-n 2 --dist loadgroup`): the two smoke pipelines (the
+# papermill one that test_steps_python compares with, and the 3-class dataset's) are the long poles, so each group
+# stays on one worker while the other tests fill the second core.
+GROUPS = {"test_pipeline.py": "smoke_pipeline", "test_steps_python.py": "smoke_pipeline", "test_any_dataset.py": "any_dataset"}
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):          # one torch thread per worker: two workers share two cores
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch; torch.set_num_threads(1)
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (g := GROUPS.get(Path(str(item.fspath)).name)): item.add_marker(pytest.mark.xdist_group(g))
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_thread")`): small models on a
