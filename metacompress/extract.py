@@ -33,8 +33,8 @@ log = get_logger("metacompress.extract")
 # %% auto #0
 __all__ = ['log', 'FEATURES_VERSION', 'RUN_PARAMS', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member', 'zoo_name',
            'ExtractJob', 'extract_cell', 'grid_keys', 'save_metadata', 'timing_table', 'write_seed_spread',
-           'extract_budget_record', 'run_extract', 'compression_table', 'plot_feature_correlations', 'write_figures',
-           'literature_table']
+           'cell_fingerprint', 'extract_budget_record', 'run_extract', 'compression_table', 'plot_feature_correlations',
+           'write_figures', 'literature_table']
 
 # %% ../nbs/05_extract.ipynb #8935cfdb
 def strong_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -235,6 +235,13 @@ def write_seed_spread(rows: pd.DataFrame, spread_keys: list[dict], path: str | P
     with atomic_path(path) as tmp: out.to_csv(tmp, index=False, float_format="%.4f")
     return out
 
+def cell_fingerprint(recipe: dict, model_fp: str, method: str) -> str:
+    """A cell's cache key: the run's recipe (budget, features, sources, data, `FEATURES_VERSION`, `METHODS_VERSION`),
+    the zoo member's fingerprint, and the method's own code version when it was bumped (`registry.Method.version`:
+    a change to one method recomputes only that method's cells; version 0 adds nothing, so older keys stay valid)."""
+    v = get_method(method).version
+    return fingerprint(recipe, model_fp, *([{"method_version": v}] if v else []))
+
 def extract_budget_record(budget, settings: FeatureSettings, source_n: int) -> dict:
     """What a cell spent, in `metacompress-recommend`'s key names: every `Budget` field, the feature settings, and
     `source_n`. 06_predict copies it into the predictor file, so the recommender ranks a user's candidates under the
@@ -287,7 +294,7 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     log.info(f"extract: {len(keys)} cells ({len(zoo)} models x {len(keys) // max(1, len(zoo) * len(seeds))} method-levels x {len(seeds)} seeds), "
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
-    res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=lambda k: fingerprint(recipe, model_fps[k["model"]]),
+    res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=lambda k: cell_fingerprint(recipe, model_fps[k["model"]], k["method"]),
                    workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
                    failed=lambda r: not r["report"].get("applicable", True))
     wall = time.perf_counter() - t0

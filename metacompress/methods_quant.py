@@ -10,13 +10,14 @@ import torch
 import torch.nn as nn
 
 from .measure import conv_linear, mean_weight_bits
-from .quantize import (QUANT_SCHEMES, VALID_BITS, deploy_int8, fake_quant, minmax_range, qrange, quantize_model,
-                                   range_to_qparams)
-from .recovery import Context
+from .quantize import (QUANT_SCHEMES, VALID_BITS, QuantConv2d, QuantLinear, deploy_int8, fake_quant, minmax_range, qrange,
+                                   quantize_model, range_to_qparams)
+from .recovery import Context, bn_layers, reestimate_bn
 from .registry import METHODS, PROVIDERS, register
 
 # %% auto #0
-__all__ = ['MP_BITS', 'quantize_step', 'register_quantization', 'bwn', 'layer_sensitivity', 'allocate_bits', 'mixed_lsq']
+__all__ = ['MP_BITS', 'quantize_step', 'recalibrate_after_bn', 'register_quantization', 'bwn', 'layer_sensitivity',
+           'allocate_bits', 'mixed_lsq']
 
 # %% ../nbs/04h_methods_quant.ipynb #8dfb6566
 _INT8_RANGES = {"ptq_minmax": "minmax", "ptq_mse": "histogram", "ptq_percentile": "histogram"}
@@ -31,7 +32,26 @@ def quantize_step(model: nn.Module, scheme: str, bits: int, ctx: Context, **kw) 
         except ValueError as e:                     # deploy_int8's named failure: the model is not FX-traceable
             if "FX-traceable" not in str(e): raise
             ctx.extra["int8_error"] = str(e)[:200]
-    return quantize_model(model, scheme, bits, ctx.calib_x, a_bits=None if scheme == "bwn" else bits, **kw)
+    q = quantize_model(model, scheme, bits, ctx.calib_x, a_bits=None if scheme == "bwn" else bits, **kw)
+    if QUANT_SCHEMES.get(scheme, {}).get("trains") and ctx.budget.bn_images > 0 and bn_layers(q):
+        recalibrate_after_bn(q, ctx)
+    return q
+
+def recalibrate_after_bn(q: nn.Module, ctx: Context) -> nn.Module:
+    """QAT: adaptive BN on the quantised weights (activations passed through unquantised), then the activation ranges
+    calibrated again, so they see the BatchNorm statistics the quantised weights produce. Calibrated on the float
+    statistics, a BN-amplified shift can zero a layer's calibration input: plain56's nearly dead channels (running
+    variance ~1e-25 beside a gain of ~50) drove PACT's alpha to its floor and the network to chance before training.
+    PTQ is left as published (calibrated on the recovered float model; its int8 twin is built from that model)."""
+    aqs = [m.a_quant for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear))]; was = q.training
+    try:
+        for a in aqs: a.calibrating = True              # calibrating: the quantiser passes its input through (and re-ranges)
+        reestimate_bn(q, ctx.data, ctx.budget.bn_images, seed=ctx.budget.seed, augment=ctx.bn_augment)
+        with torch.no_grad(): q.eval()(ctx.calib_x)     # the ranges from the new statistics
+    finally:
+        for a in aqs: a.calibrating = False
+        q.train(was)
+    return q
 
 _CRITERION = {"ptq_minmax": "minmax", "ptq_percentile": "percentile", "ptq_mse": "mse", "qat_ste": "minmax_ste",
               "lsq": "learned_step", "dorefa_pact": "tanh_learned_clip"}
@@ -50,6 +70,7 @@ def register_quantization() -> bool:
         if scheme not in METHODS:
             ptq = not spec["trains"]
             register(scheme, spec["family"], kind="bits", grid=tuple(VALID_BITS), trains=not ptq, cite=spec["description"],
+                     version=0 if ptq else 1,          # 1: activation ranges after adaptive BN, LSQ steps kept positive
                      recovery="before quantising (float model)" if ptq else "", granularity="channel_w/tensor_a",
                      criterion=_CRITERION.get(scheme, scheme))(_quant_method(scheme, ptq))
     return True
@@ -89,7 +110,7 @@ def allocate_bits(sens: dict[str, float], sizes: dict[str, int], target: float, 
                 if mean(trial) <= target + 1e-9: bits = trial; changed = True
     return bits
 
-@register("mixed_lsq", "qat", kind="bits", grid=(6, 4, 3), granularity="layer_bits", criterion="sensitivity_greedy",
+@register("mixed_lsq", "qat", kind="bits", grid=(6, 4, 3), granularity="layer_bits", criterion="sensitivity_greedy", version=1,
           cite="mixed precision from per-layer sensitivity (after Dong et al. 2019, HAWQ; Wang et al. 2019, HAQ) trained with LSQ (Esser et al. 2020)")
 def mixed_lsq(model, level, ctx):
     layers = conv_linear(model)

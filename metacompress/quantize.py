@@ -255,12 +255,14 @@ class LSQQuantizer(Quantizer):
         self.step.data.copy_(s.reshape(self.step.shape).clamp_min(1e-8))
 
     def quantize_eval(self, x):
-        return fused_fake_quant(x, self.step.detach().clamp_min(1e-8), torch.zeros_like(self.step.detach()), *qrange(self.bits, bool(self.signed)))
+        return fused_fake_quant(x, self.step.detach().abs().clamp_min(1e-8), torch.zeros_like(self.step.detach()), *qrange(self.bits, bool(self.signed)))
 
     def quantize(self, x):
         qn, qp = qrange(self.bits, bool(self.signed))
         n = x[0].numel() if x.dim() > 1 else x.numel()        # per output channel (weights) / per example (activations)
-        s = _bshape(grad_scale(self.step, 1.0 / math.sqrt(n * qp)), x).clamp_min(1e-8)
+        # |s|: a step the optimiser pushes through zero keeps quantising (and learning) instead of clamping to 1e-8,
+        # where clip(v/s) saturates and its gradient vanishes for good (plain56 LSQ: steps at -1.2 after 20 steps)
+        s = _bshape(grad_scale(self.step, 1.0 / math.sqrt(n * qp)).abs(), x).clamp_min(1e-8)
         return round_ste(torch.clamp(x / s, qn, qp)) * s
 
     def extra_repr(self): return f"bits={self.bits}, signed={self.signed}, per_channel={self.per_channel}"

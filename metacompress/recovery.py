@@ -4,7 +4,7 @@
 
 # %% ../nbs/04c_recovery.ipynb #eb5c2f42
 from __future__ import annotations
-import copy, time
+import copy, math, time
 from dataclasses import dataclass, field
 
 import torch
@@ -16,9 +16,16 @@ from .finetune import evaluate, train_model
 from .registry import Budget
 
 # %% auto #0
-__all__ = ['Context', 'bn_layers', 'bn_gammas', 'reestimate_bn', 'bn_augmentation', 'choose_bn_augmentation']
+__all__ = ['kept_outcome', 'Context', 'bn_layers', 'bn_gammas', 'reestimate_bn', 'bn_augmentation', 'choose_bn_augmentation']
 
 # %% ../nbs/04c_recovery.ipynb #9b3d6f4b
+def kept_outcome(loss: dict, acc: dict, n: int, classes: int) -> str:
+    """The candidate a recovery keeps: the lowest select cross-entropy among the candidates above chance (accuracy more
+    than two standard errors above 1/classes on the `n` select images), among all of them when none is; ties: the later."""
+    chance = 1 / max(2, classes)
+    alive = [k for k in loss if acc[k] > chance + 2 * math.sqrt(chance * (1 - chance) / n)]
+    return min(reversed(alive or list(loss)), key=loss.get)
+
 @dataclass
 class Context:
     "What a method function gets besides the model and the level."
@@ -40,15 +47,18 @@ class Context:
         {the model as it came, adaptive BN alone, fine-tune + adaptive BN} has the lowest cross-entropy on `select`
         (training images it never trains on): early stopping over {0, `steps`}, chosen on training data, so a
         recovery never leaves a model worse than it came on those images (the uncompressed baseline keeps its own
-        statistics; a QAT run that diverges is not kept). The choice is recorded in `extra['recovery_kept']`."""
+        statistics; a QAT run that diverges is not kept). A candidate at chance on `select` (accuracy within two standard
+        errors of 1/classes: a dead network, whose uniform output scores ln(classes), beating a live but confidently
+        wrong one on cross-entropy) is kept only when every candidate is. The choice is in `extra['recovery_kept']`."""
         b = self.budget; steps = b.recovery_steps if steps is None else steps
         t0 = time.perf_counter()
         choose = self.select is not None and len(self.select) > 0 and extra_loss is None and phase == "recovery"
         if choose:                              # the candidates before training (in place: pruned layers do not deep-copy)
-            states = {"as_is": _clone_state(model)}; loss = {"as_is": self._select_loss(model)}
+            states = {"as_is": _clone_state(model)}; loss, acc = {}, {}
+            loss["as_is"], acc["as_is"] = self._select_eval(model)
             if steps > 0:
                 reestimate_bn(model, self.data, b.bn_images, seed=b.seed, augment=self.bn_augment)
-                states["bn_only"], loss["bn_only"] = _clone_state(model), self._select_loss(model)
+                states["bn_only"] = _clone_state(model); loss["bn_only"], acc["bn_only"] = self._select_eval(model)
                 model.load_state_dict(states["as_is"])
         if steps > 0:
             kd = dict(teacher=self.teacher, kd_alpha=b.kd_alpha, kd_temperature=b.kd_temperature) if b.kd_alpha > 0 and self.teacher is not None else {}
@@ -58,15 +68,17 @@ class Context:
             model.cpu().eval()
         reestimate_bn(model, self.data, b.bn_images, seed=b.seed, augment=self.bn_augment)
         if choose:
-            loss["recovered"] = self._select_loss(model)
-            best = min(reversed(list(loss)), key=loss.get)         # ties: the later, more recovered candidate
+            loss["recovered"], acc["recovered"] = self._select_eval(model)
+            best = kept_outcome(loss, acc, len(self.select), int(torch.unique(self.select.y).numel()))
             if best != "recovered": model.load_state_dict(states[best])
             self.extra["recovery_kept"] = best
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
         self.steps[phase] = self.steps.get(phase, 0) + steps
         return model
 
-    def _select_loss(self, model: nn.Module) -> float: return evaluate(model, self.select, device="cpu")["loss"]
+    def _select_eval(self, model: nn.Module) -> tuple[float, float]:
+        "(cross-entropy, accuracy) on the held-out select images."
+        r = evaluate(model, self.select, device="cpu"); return r["loss"], r["acc"]
 
 def _clone_state(model: nn.Module) -> dict: return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -81,6 +81,7 @@ class Method:
     recovery: str = ""            # when the method fine-tunes, if not simply after fn (catalogue text)
     granularity: str = ""         # weight | channel | layer (rank) | channel+bits ... (a meta-feature)
     criterion: str = ""           # magnitude | fpgm | bn_scale | taylor | random | svd | minmax | lsq ... (a meta-feature)
+    version: int = 0              # bump when this method's code changes what it produces: only its cached cells are recomputed
 
     def valid_levels(self) -> str:
         return (f"{self.bounds[0]} < level <= {self.bounds[1]} (grid {list(self.grid)})" if self.bounds
@@ -101,11 +102,11 @@ def _load_providers():
     for p in PROVIDERS: p()
 
 def register(name: str, family: str, *, kind: str, grid: tuple, bounds: tuple | None = None, trains: bool = True,
-             cite: str = "", recovery: str = "", granularity: str = "", criterion: str = ""):
+             cite: str = "", recovery: str = "", granularity: str = "", criterion: str = "", version: int = 0):
     "Decorator: register `fn(model, level, ctx) -> (model, info)` as compression method `name`."
     if kind not in LEVEL_KINDS: raise ValueError(f"unknown level kind {kind!r}: valid: {sorted(LEVEL_KINDS)}")
     def deco(fn):
-        METHODS[name] = Method(name, family, kind, fn, tuple(grid), bounds, trains, cite, recovery, granularity, criterion)
+        METHODS[name] = Method(name, family, kind, fn, tuple(grid), bounds, trains, cite, recovery, granularity, criterion, version)
         return fn
     return deco
 
