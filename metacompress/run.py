@@ -21,14 +21,15 @@ from . import cifar_zoo, compress, features   # noqa: F401 - they register the n
 
 
 # %% auto #0
-__all__ = ['NOISE', 'DEPENDS', 'LATE_NEEDS', 'CHROMIUM_HINT', 'notebook_for', 'parameters_for', 'manifest_path', 'load_manifest',
-           'settings_requirements', 'requirement_name', 'package_versions', 'hardware', 'git_state', 'run_record_path',
-           'load_run_record', 'update_run_record', 'step_outputs', 'step_state', 'step_status_line', 'StepFailed',
-           'Interrupted', 'StepStream', 'usable_cores', 'run_step', 'ManifestError', 'check_manifest',
-           'run_status_lines', 'verify_manifest', 'schedule', 'run_all', 'check_sync', 'render_readme',
-           'readme_figures', 'execute_index', 'render_fresh_readme', 'write_readme', 'executed_notebooks',
-           'notebook_errors', 'notebook_title', 'render_page', 'build_docs', 'publish_notebooks', 'find_chromium',
-           'screenshot', 'image_outputs', 'check_site', 'main']
+__all__ = ['NOISE', 'KERNEL_START_TRIES', 'DEPENDS', 'LATE_NEEDS', 'CHROMIUM_HINT', 'notebook_for', 'parameters_for',
+           'manifest_path', 'load_manifest', 'settings_requirements', 'requirement_name', 'package_versions',
+           'hardware', 'git_state', 'run_record_path', 'load_run_record', 'update_run_record', 'step_outputs',
+           'step_state', 'step_status_line', 'StepFailed', 'Interrupted', 'StepStream', 'usable_cores',
+           'kernel_start_failed', 'run_step', 'ManifestError', 'check_manifest', 'run_status_lines', 'verify_manifest',
+           'schedule', 'run_all', 'check_sync', 'render_readme', 'readme_figures', 'execute_index',
+           'render_fresh_readme', 'write_readme', 'executed_notebooks', 'notebook_errors', 'notebook_title',
+           'render_page', 'build_docs', 'publish_notebooks', 'find_chromium', 'screenshot', 'image_outputs',
+           'check_site', 'main']
 
 # %% ../nbs/99_run.ipynb #0e12d8c3
 def notebook_for(step: str) -> Path:
@@ -238,6 +239,14 @@ def _cpu_seconds() -> float:
 
 def usable_cores() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
+KERNEL_START_TRIES = 3
+
+def kernel_start_failed(e: BaseException) -> bool:
+    """A kernel that died before it answered (jupyter_client picks free ports and binds them later, so kernels started
+    side by side can race for one: 'Address already in use'), as opposed to a cell's error."""
+    return not isinstance(e, PapermillExecutionError) and any(s in str(e) for s in ("Kernel died before replying to kernel_info",
+                                                                                      "Address already in use"))
+
 def run_step(step: str, profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False,
              wait_for: dict[str, list[str]] | None = None, since: float | None = None, validate: bool = True) -> Path:
     """Execute one step's notebook through papermill, recording it in the run record; returns the executed copy's path.
@@ -269,9 +278,15 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
         return dict(finished=_now(), wall_seconds=round(wall, 1), cpu_seconds=round(cpu, 1), cores=usable_cores(),
                     cpu_utilisation=round(cpu / max(wall * usable_cores(), 1e-9), 3))
     try:
-        papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                                   progress_bar=progress, log_output=False, stdout_file=streams[0], stderr_file=streams[1],
-                                   engine_name=_engine(hold) if wait_for else None)
+        for attempt in range(KERNEL_START_TRIES):
+            try:
+                papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), kernel_name="python3",
+                                           progress_bar=progress, log_output=False, stdout_file=streams[0], stderr_file=streams[1],
+                                           engine_name=_engine(hold) if wait_for else None)
+                break
+            except Exception as e:     # a kernel that never started ran no cell: starting it again is safe
+                if not kernel_start_failed(e) or attempt == KERNEL_START_TRIES - 1: raise
+                log.warning(f"{step}: the kernel did not start ({' '.join(str(e).split())[:120]}); starting it again")
     except PapermillExecutionError as e:
         for s in streams: s.close()
         interrupted = e.ename == "KeyboardInterrupt"
