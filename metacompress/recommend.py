@@ -21,13 +21,14 @@ from .core import (atomic_path, data_dir, figures_dir, file_sha256, get_logger, 
                                save_json, save_torch, set_seed, step_params, tensor_hash)
 from .settings import StepSettings
 from .cifar_zoo import InputAdapter, Pretrained
-from .compress import compress, grid_cells
+from .compress import METHODS_VERSION, compress, grid_cells
+from .extract import FEATURES_VERSION
 from .features import FEATURE_PARAMS, FeatureSettings, cell_features
 from .finetune import build_model, classification_archs, last_linear, load_zoo_model
 from .grid import fingerprint, run_grid
 from .measure import accounting, measure_latency
 from .predict import load_predictor
-from .registry import Budget, NotApplicable
+from .registry import Budget, NotApplicable, get_method
 from .schema import FEATURES
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGE_SUFFIXES, DataError, Split, decode_bytes, load_splits, stratified_order
 
@@ -469,8 +470,9 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
         keep, pre = prefilter(model, cells, proxy.train, budget, constraint, base, slack=prefilter_slack, progress=progress)
     if not keep:
         raise RecommendError(f"no candidate can meet {constraint.describe()} (before recovery): {_closest(pre[pre.size_bytes.notna()] if 'size_bytes' in pre else pre, constraint, True) or 'none applicable'} - loosen the bound or allow more methods/levels")
+    code = {"methods": METHODS_VERSION, "features": FEATURES_VERSION, **{m: get_method(m).version for m, _ in keep if get_method(m).version}}
     fp = fingerprint(model_fingerprint(model), tensor_hash(proxy.eval.x, proxy.eval.y), tensor_hash(proxy.train.x, proxy.train.y),
-                     dataclasses.asdict(budget), dataclasses.asdict(settings), seed, constraint.latency_batch,
+                     dataclasses.asdict(budget), dataclasses.asdict(settings), seed, constraint.latency_batch, code,
                      predictor.source, tensor_hash(verify.x, verify.y) if verify is not None else None)
     work = Path(work_dir) if work_dir else data_dir() / "recommend" / fp
     common = {"model": model, "train": proxy.train, "source": None if predictor.source == "none" else proxy.eval,
