@@ -13,7 +13,7 @@ from .registry import register
 __all__ = ['slim_lsq4', 'l1_ptq8', 'agp_lsq4']
 
 # %% ../nbs/04i_methods_pipeline.ipynb #a0c0000f
-@register("slim+lsq4", "pipeline", **{**CHANNEL_LEVELS, "granularity": "channel+bits"}, criterion="bn_scale_l1+learned_step", version=1, cite="Liu et al. 2017 (Slim) then Esser et al. 2020 (LSQ, 4 bits); Han et al. 2016 order")
+@register("slim+lsq4", "pipeline", **{**CHANNEL_LEVELS, "granularity": "channel+bits"}, criterion="bn_scale_l1+learned_step", version=2, cite="Liu et al. 2017 (Slim) then Esser et al. 2020 (LSQ, 4 bits); Han et al. 2016 order")
 def slim_lsq4(model, level, ctx):
     model, info = slim(model, level, ctx)
     return quantize_step(model, "lsq", 4, ctx), info
