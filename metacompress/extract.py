@@ -296,7 +296,7 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     t0 = time.perf_counter()
     res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=lambda k: cell_fingerprint(recipe, model_fps[k["model"]], k["method"]),
                    workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
-                   failed=lambda r: not r["report"].get("applicable", True))
+                   failed=lambda r: not r["report"].get("applicable", True), failed_label="not_applicable")
     wall = time.perf_counter() - t0
     spread_ids = {cell_id(k) for k in spread_keys}
     rows = pd.DataFrame([row for r in res.values() for row in r["rows"]])

@@ -119,7 +119,7 @@ def record_error(out_dir: str | Path, key: dict, fp: str, exc: BaseException) ->
 def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str | Path, *,
              fingerprints: Callable[[dict], str] | str = "", workers: int = 1, threads: int | None = 1,
              engine: str = "local", engine_options: dict | None = None, force: bool = False, progress: bool = True,
-             desc: str = "cells", failed: Callable[[Any], bool] | None = None) -> dict[str, Any]:
+             desc: str = "cells", failed: Callable[[Any], bool] | None = None, failed_label: str = "failures") -> dict[str, Any]:
     "Every cell's result `{cell_id(key): result}`, computing only the missing or stale ones (see above)."
     keys = list(keys); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     ids = [cell_id(k) for k in keys]
@@ -134,17 +134,17 @@ def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str
     failed = failed or (lambda r: False)
     n_fail = sum(bool(failed(r)) for r in results.values())
     bar = tqdm(total=len(keys), initial=len(results), desc=desc, disable=not progress, mininterval=5, smoothing=0.1)
-    bar.set_postfix(failures=n_fail, refresh=False)
+    bar.set_postfix(**{failed_label: n_fail}, refresh=False)
     errors: list[tuple[dict, BaseException]] = []
     def on_result(k, r):
         nonlocal n_fail
         save_cell(out_dir, k, fps[cell_id(k)], r)
         error_file(out_dir, k).unlink(missing_ok=True)
         results[cell_id(k)] = r; n_fail += bool(failed(r))
-        bar.set_postfix(failures=n_fail, errors=len(errors), refresh=False); bar.update()
+        bar.set_postfix(**{failed_label: n_fail}, errors=len(errors), refresh=False); bar.update()
     def on_error(k, e):
         record_error(out_dir, k, fps[cell_id(k)], e); errors.append((k, e))
-        bar.set_postfix(failures=n_fail, errors=len(errors), refresh=False)
+        bar.set_postfix(**{failed_label: n_fail}, errors=len(errors), refresh=False)
     try:
         opts = {"workers": workers, "threads": threads} if engine == "local" else {}
         if todo: get_engine(engine)(cell_fn, todo, common, on_result, on_error=on_error, **opts, **(engine_options or {}))

@@ -25,7 +25,7 @@ from .compress import METHODS_VERSION, compress, grid_cells
 from .extract import FEATURES_VERSION
 from .features import FEATURE_PARAMS, FeatureSettings, cell_features
 from .finetune import build_model, classification_archs, last_linear, load_zoo_model
-from .grid import fingerprint, run_grid
+from .grid import fingerprint, load_cell, run_grid
 from .measure import accounting, measure_latency
 from .predict import load_predictor
 from .registry import Budget, NotApplicable, get_method
@@ -479,7 +479,9 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
               "budget": budget, "settings": settings, "base": base, "meta": meta, "seed": seed, "fp": fp,
               "latency_batch": constraint.latency_batch, "threads": threads, "verify": verify, "model_dir": str(work / "models")}
     keys = [{"method": m, "level": float(l)} for m, l in keep]
-    with clock(timing, f"candidates: {len(keys)} compressed, recovered ({budget.recovery_steps} steps), timed, featurised on {workers} worker(s)"):
+    reused = sum(load_cell(work / "cells", k, fingerprint(k, fp)) is not None for k in keys) if not force else 0
+    done = f"; {reused} of them reused, finished by an earlier run with the same inputs and code" if reused else ""
+    with clock(timing, f"candidates: {len(keys)} compressed, recovered ({budget.recovery_steps} steps), timed, featurised on {workers} worker(s){done}"):
         res = run_grid(candidate_cell, keys, common, work / "cells", fingerprints=fp, workers=workers, threads=threads,
                        progress=progress, force=force, desc="candidates")
     rows = []
@@ -881,7 +883,7 @@ def run_example(profile: str, s: RecommendSettings, out: Path | None = None) -> 
         write_image_folder(sp.test[:s.example_images], sp.classes, d / "images")
         cmd = ["metacompress-recommend", "usermodel:factory", "--checkpoint", "usermodel.pt", "--profile", profile, "--data", "images",
                "--min-ratio", f"{s.example_min_ratio:g}", "--input-range", "0-255", "--verify", "--final-steps", str(s.example_final_steps),
-               "--write-model", "out.pt"]
+               "--write-model", "out.pt", "--work-dir", "work"]     # a first run: no candidate of an earlier one to reuse
         exe = shutil.which(cmd[0]); exe = [exe] if exe else [sys.executable, "-c", "import sys; from metacompress.recommend import main; sys.exit(main())"]
         t0 = time.perf_counter()
         r = subprocess.run(exe + cmd[1:], cwd=d, capture_output=True, text=True, env=env)

@@ -14,9 +14,11 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = "1"
         import torch; torch.set_num_threads(1)
 
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(tryfirst=True)    # before xdist's own hook reads the marks (after it, the groups were silently ignored
+def pytest_collection_modifyitems(config, items):   # and each worker ran its own copy of a pipeline)
     for item in items:
         if (g := GROUPS.get(Path(str(item.fspath)).name)): item.add_marker(pytest.mark.xdist_group(g))
+    items.sort(key=lambda item: Path(str(item.fspath)).name not in GROUPS)   # the long poles start first (stable sort)
 
 @pytest.fixture(scope="module")
 def one_thread():

@@ -226,10 +226,17 @@ def test_ranking_follows_predicted_accuracy(trained, tmp_path):
     model, meta, _ = R.load_user_model("squeezenet1_1", str(trained / "sq.pt"))
     proxy = R.load_proxy(str(trained / "imgs"), model, n=20)
     from metacompress.compress import Budget
-    t = R.recommend(model, proxy, Fake(), R.Constraint(min_ratio=1.0), meta=meta, methods=["none", "svd", "ptq_minmax"], levels="first",
-                    budget=Budget(recovery_steps=1, batch_size=16, calib_images=16, latency_repeats=1), work_dir=tmp_path / "w", progress=False)
+    run = lambda timing: R.recommend(model, proxy, Fake(), R.Constraint(min_ratio=1.0), meta=meta, methods=["none", "svd", "ptq_minmax"],
+                                     levels="first", budget=Budget(recovery_steps=1, batch_size=16, calib_images=16, latency_repeats=1),
+                                     work_dir=tmp_path / "w", progress=False, timing=timing)
+    first, again = {}, {}
+    t = run(first)
     assert list(t.method) == ["svd", "ptq_minmax", "none"] and list(t["rank"]) == [1, 2, 3]
     assert np.allclose(t.pred_hi - t.pred_acc, 0.1)
+    # a second run reuses the finished candidates, and its timing says so (not a 0 s "compressed, recovered")
+    assert run(again)["method"].tolist() == list(t.method)
+    label = lambda d: next(k for k in d if k.startswith("candidates:"))
+    assert "reused" not in label(first) and "3 of them reused" in label(again), (label(first), label(again))
 
 
 def test_class_count_is_read_off_the_checkpoint(tmp_path):
