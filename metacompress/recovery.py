@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import tensor_hash
 from .data import Split, augment_batch, normalize
 from .finetune import evaluate, train_model
 from .registry import Budget
@@ -114,7 +115,7 @@ def reestimate_bn(model: nn.Module, data: Split, n_images: int = 1024, batch_siz
     for m in bns: m.momentum = momenta[m]
     return model.train(was)
 
-_BN_AUGMENT: dict = {}   # per process: (model name, data size, n_images, seed) -> bn_augmentation's answer
+_BN_AUGMENT: dict = {}   # per process: (model name, its weights' hash, the images' hash, n_images, seed) -> bn_augmentation's answer
 
 @torch.no_grad()
 def bn_augmentation(model: nn.Module, data: Split, n_images: int = 1024, seed: int = 0, held: int = 256) -> bool:
@@ -130,10 +131,12 @@ def bn_augmentation(model: nn.Module, data: Split, n_images: int = 1024, seed: i
     return loss[True] <= loss[False]
 
 def choose_bn_augmentation(model: nn.Module, data: Split, budget: Budget, name: str = "") -> bool:
-    """`bn_augmentation`'s answer for `model` under `budget`, asked once per process per named network and data
-    (unnamed networks are asked every time); True when adaptive BN is off or the model has no BatchNorm."""
+    """`bn_augmentation`'s answer for `model` under `budget`, asked once per process per named network, weights and
+    images (a name alone is not enough: a retrained member keeps its name; unnamed networks are asked every time);
+    True when adaptive BN is off or the model has no BatchNorm."""
     if budget.bn_images <= 0 or not bn_layers(model): return True
-    key = (name or None, len(data), budget.bn_images, budget.seed)
+    n = min(len(data), budget.bn_images + 256)                       # the images bn_augmentation reads (n_images + held)
+    key = (name or None, tensor_hash(*model.state_dict().values()), tensor_hash(data.x[:n], data.y[:n]), len(data), budget.bn_images, budget.seed)
     if key[0] is not None and key in _BN_AUGMENT: return _BN_AUGMENT[key]
     aug = bn_augmentation(model, data, budget.bn_images, budget.seed)
     if key[0] is not None: _BN_AUGMENT[key] = aug

@@ -8,7 +8,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['SOURCES', 'BEHAVIOUR', 'BASE_BEHAVIOUR', 'FEATURES', 'CATEGORICAL', 'KEYS', 'TARGET_COLUMNS', 'TIMES', 'COLUMNS',
-           'feature_columns', 'target_columns', 'check_schema']
+           'MEASURED', 'feature_columns', 'target_columns', 'check_schema']
 
 # %% ../nbs/05a_schema.ipynb #5e5d7d13
 SOURCES = ("ideal", "diffusion", "train", "augmented", "none")
@@ -79,9 +79,13 @@ TARGET_COLUMNS = ["y_test_acc", "y_test_loss", "y_base_test_acc", "y_base_test_l
 TIMES = ["t_compress", "t_recovery", "t_features", "t_curvature", "t_test"]
 COLUMNS = KEYS + list(FEATURES.name) + TARGET_COLUMNS + TIMES + ["curvature_setup"]
 
+# wall-clock measurements: kept in the table (latency constraints, figures), never a predictor input, so that a
+# prediction does not depend on the machine or its load (a busier core used to move `pred_acc` across a tree split)
+MEASURED = ("f_latency_b1_ms", "f_latency_b64_ms")
+
 def feature_columns(df: pd.DataFrame) -> list[str]:
-    "The predictor's inputs: every `f_*` column, in table order."
-    return [c for c in df.columns if c.startswith("f_")]
+    "The predictor's inputs: every `f_*` column except the `MEASURED` ones, in table order."
+    return [c for c in df.columns if c.startswith("f_") and c not in MEASURED]
 
 def target_columns(df: pd.DataFrame) -> list[str]: return [c for c in df.columns if c.startswith("y_")]
 

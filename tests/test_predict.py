@@ -118,6 +118,16 @@ def test_schema_mismatch_is_refused_with_names(tmp_path, syn):
     with pytest.raises(ValueError, match=r"non-numeric values in numeric columns \['f_macs'\]"): back.predict(rows.assign(f_macs="x"))
     with pytest.raises(FileNotFoundError, match="make predict"): load_predictor(tmp_path / "nope.json")
 
+def test_measured_latency_is_never_a_predictor_input(syn):
+    "A prediction must not depend on the machine's speed or load: latency stays in the table, out of the schema."
+    d = syn.copy(); d["f_latency_b1_ms"] = 100 * d["y_test_acc"]; d["f_latency_b64_ms"] = 50 * d["y_test_acc"]   # a perfect leak
+    pred, _ = train_predictor(d, "ideal", base_params=XGB, grid={}, targets=("acc",))
+    assert not {"f_latency_b1_ms", "f_latency_b64_ms"} & set(pred.schema.columns)
+    rows = d[d.applicable & (d.source == "ideal")]
+    slower = rows.assign(f_latency_b1_ms=rows.f_latency_b1_ms[::-1].to_numpy() * 7, f_latency_b64_ms=3.0)
+    np.testing.assert_array_equal(pred.predict(rows)[0], pred.predict(slower)[0])
+
+
 def test_drop_target_adds_back_the_base_accuracy(syn):
     pred, _ = train_predictor(syn, "ideal", base_params=XGB, grid={}, targets=("drop",))
     rows = syn[syn.applicable & (syn.source == "ideal")]

@@ -212,3 +212,19 @@ def test_compress_holds_the_selection_images_out_of_training(trained):
     try: compress(net, "none", 0, data, Budget(recovery_steps=1, select_images=100, bn_images=32, calib_images=8, latency_repeats=1, latency_warmup=0))
     finally: compress_module.Context = orig
     assert seen == {"train": len(data) - 100, "select": 100}
+
+
+def test_bn_augmentation_choice_is_remembered_per_weights_not_per_name(monkeypatch):
+    "A retrained member keeps its name: the per-process memo must ask again for new weights (and never for the same ones)."
+    import metacompress.recovery as R
+    from metacompress.registry import Budget
+    from metacompress.testing import TinyNet, toy_split
+    calls = []
+    monkeypatch.setattr(R, "bn_augmentation", lambda model, *a, **k: calls.append(1) or True)
+    monkeypatch.setattr(R, "_BN_AUGMENT", {})
+    data, b = toy_split(64), Budget(bn_images=16)
+    torch.manual_seed(0); first = TinyNet(); torch.manual_seed(1); retrained = TinyNet()
+    for model in (first, first, retrained, retrained): R.choose_bn_augmentation(model, data, b, name="member")
+    assert len(calls) == 2
+    R.choose_bn_augmentation(first, toy_split(64, seed=3), b, name="member")           # other images of the same size
+    assert len(calls) == 3
