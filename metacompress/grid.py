@@ -119,8 +119,10 @@ def record_error(out_dir: str | Path, key: dict, fp: str, exc: BaseException) ->
 def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str | Path, *,
              fingerprints: Callable[[dict], str] | str = "", workers: int = 1, threads: int | None = 1,
              engine: str = "local", engine_options: dict | None = None, force: bool = False, progress: bool = True,
-             desc: str = "cells", failed: Callable[[Any], bool] | None = None, failed_label: str = "failures") -> dict[str, Any]:
-    "Every cell's result `{cell_id(key): result}`, computing only the missing or stale ones (see above)."
+             desc: str = "cells", failed: Callable[[Any], bool] | None = None, failed_label: str = "failures",
+             counts: dict | None = None) -> dict[str, Any]:
+    """Every cell's result `{cell_id(key): result}`, computing only the missing or stale ones (see above). `counts`, when
+    given, is filled with how many cells were `reused` from disk and how many were `todo`."""
     keys = list(keys); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     ids = [cell_id(k) for k in keys]
     if len(set(ids)) != len(ids): raise ValueError(f"duplicate grid keys: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
@@ -131,6 +133,7 @@ def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str
         r = None if force else load_cell(out_dir, k, fps[cell_id(k)])
         if r is None: todo.append(k)
         else: results[cell_id(k)] = r
+    if counts is not None: counts.update(reused=len(results), todo=len(todo))
     failed = failed or (lambda r: False)
     n_fail = sum(bool(failed(r)) for r in results.values())
     bar = tqdm(total=len(keys), initial=len(results), desc=desc, disable=not progress, mininterval=5, smoothing=0.1)

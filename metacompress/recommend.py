@@ -25,7 +25,7 @@ from .compress import METHODS_VERSION, compress, grid_cells
 from .extract import FEATURES_VERSION
 from .features import FEATURE_PARAMS, FeatureSettings, cell_features
 from .finetune import build_model, classification_archs, last_linear, load_zoo_model
-from .grid import fingerprint, load_cell, run_grid
+from .grid import fingerprint, run_grid
 from .measure import accounting, measure_latency
 from .predict import load_predictor
 from .registry import Budget, NotApplicable, get_method
@@ -479,11 +479,12 @@ def recommend(model: nn.Module, proxy: ProxyData, predictor, constraint: Constra
               "budget": budget, "settings": settings, "base": base, "meta": meta, "seed": seed, "fp": fp,
               "latency_batch": constraint.latency_batch, "threads": threads, "verify": verify, "model_dir": str(work / "models")}
     keys = [{"method": m, "level": float(l)} for m, l in keep]
-    reused = sum(load_cell(work / "cells", k, fingerprint(k, fp)) is not None for k in keys) if not force else 0
-    done = f"; {reused} of them reused, finished by an earlier run with the same inputs and code" if reused else ""
-    with clock(timing, f"candidates: {len(keys)} compressed, recovered ({budget.recovery_steps} steps), timed, featurised on {workers} worker(s){done}"):
+    label, counts = f"candidates: {len(keys)} compressed, recovered ({budget.recovery_steps} steps), timed, featurised on {workers} worker(s)", {}
+    with clock(timing, label):
         res = run_grid(candidate_cell, keys, common, work / "cells", fingerprints=fp, workers=workers, threads=threads,
-                       progress=progress, force=force, desc="candidates")
+                       progress=progress, force=force, desc="candidates", counts=counts)
+    if timing is not None and counts["reused"]:      # said, so that a 0 s line is not read as the cost of a first run
+        timing[f"{label}; {counts['reused']} of them reused, finished by an earlier run with the same inputs and code"] = timing.pop(label)
     rows = []
     for k in keys:
         r = res["|".join(str(v) for v in k.values())]

@@ -135,9 +135,8 @@ def choose_bn_augmentation(model: nn.Module, data: Split, budget: Budget, name: 
     images (a name alone is not enough: a retrained member keeps its name; unnamed networks are asked every time);
     True when adaptive BN is off or the model has no BatchNorm."""
     if budget.bn_images <= 0 or not bn_layers(model): return True
+    if not name: return bn_augmentation(model, data, budget.bn_images, budget.seed)
     n = min(len(data), budget.bn_images + 256)                       # the images bn_augmentation reads (n_images + held)
-    key = (name or None, tensor_hash(*model.state_dict().values()), tensor_hash(data.x[:n], data.y[:n]), len(data), budget.bn_images, budget.seed)
-    if key[0] is not None and key in _BN_AUGMENT: return _BN_AUGMENT[key]
-    aug = bn_augmentation(model, data, budget.bn_images, budget.seed)
-    if key[0] is not None: _BN_AUGMENT[key] = aug
-    return aug
+    key = (name, tensor_hash(*model.state_dict().values()), tensor_hash(data.x[:n], data.y[:n]), len(data), budget.bn_images, budget.seed)
+    if key not in _BN_AUGMENT: _BN_AUGMENT[key] = bn_augmentation(model, data, budget.bn_images, budget.seed)
+    return _BN_AUGMENT[key]
