@@ -18,9 +18,9 @@ def slim_lsq4(model, level, ctx):
     model, info = slim(model, level, ctx)
     return quantize_step(model, "lsq", 4, ctx), info
 
-@register("l1+ptq8", "pipeline", **{**CHANNEL_LEVELS, "granularity": "channel+bits"}, criterion="l1+minmax", trains=False, recovery="between pruning and PTQ", cite="Li et al. 2017 (L1 filters) + recovery, then min-max PTQ at 8 bits")
+@register("l1+ptq8", "pipeline", **{**CHANNEL_LEVELS, "granularity": "channel+bits"}, criterion="l1+minmax", trains=False, recovery="between pruning and PTQ", version=1, cite="Li et al. 2017 (L1 filters) + recovery, then min-max PTQ at 8 bits")
 def l1_ptq8(model, level, ctx):
-    model, info = prune_channels(model, channel_importance("l1"), level, ctx, round_to=8)
+    model, info = prune_channels(model, channel_importance("l1"), level, ctx, round_to=8, internal_only=True)   # v1: as l1_filter; PTQ statistics corrected
     ctx.recover(model)
     return quantize_step(model, "ptq_minmax", 8, ctx), info
 

@@ -4,49 +4,98 @@
 
 # %% ../nbs/04h_methods_quant.ipynb #0342e129
 from __future__ import annotations
-import copy, json
+import copy, json, math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .measure import conv_linear, mean_weight_bits
 from .quantize import (QUANT_SCHEMES, VALID_BITS, QuantConv2d, QuantLinear, deploy_int8, fake_quant, minmax_range, qrange,
                                    quantize_model, range_to_qparams)
-from .recovery import Context, bn_layers, reestimate_bn
+from .recovery import Context, _clone_state, bn_layers, kept_outcome, reestimate_bn
 from .registry import METHODS, PROVIDERS, register
 
 # %% auto #0
-__all__ = ['MP_BITS', 'quantize_step', 'recalibrate_after_bn', 'register_quantization', 'bwn', 'layer_sensitivity',
-           'allocate_bits', 'mixed_lsq']
+__all__ = ['MP_BITS', 'quantize_step', 'correct_ptq_statistics', 'clearly_lower', 'recalibrate_after_bn', 'register_quantization',
+           'bwn', 'layer_sensitivity', 'allocate_bits', 'mixed_lsq']
 
 # %% ../nbs/04h_methods_quant.ipynb #8dfb6566
 _INT8_RANGES = {"ptq_minmax": "minmax", "ptq_mse": "histogram", "ptq_percentile": "histogram"}
 
 def quantize_step(model: nn.Module, scheme: str, bits: int, ctx: Context, **kw) -> nn.Module:
-    "`model` quantised by `scheme` at `bits` on the context's calibration batch; 8-bit PTQ also builds the real int8 model (in `ctx.extra`)."
-    if bits == 8 and QUANT_SCHEMES.get(scheme, {}).get("family") == "ptq" and ctx.budget.int8_deploy:
-        ranges = _INT8_RANGES[scheme]
-        try:
-            ctx.extra["int8"] = deploy_int8(model, ctx.calib_x, ranges); ctx.extra["fp32_ref"] = copy.deepcopy(model)
-            ctx.extra["int8_ranges"] = ranges + ("" if scheme != "ptq_percentile" else " (shared: no percentile observer)")
-        except ValueError as e:                     # deploy_int8's named failure: the model is not FX-traceable
-            if "FX-traceable" not in str(e): raise
-            ctx.extra["int8_error"] = str(e)[:200]
+    """`model` quantised by `scheme` at `bits` on the context's calibration batch. QAT: activation ranges after adaptive
+    BN (`recalibrate_after_bn`). PTQ: statistics corrected where that wins on the select images (`correct_ptq_statistics`);
+    at 8 bits also the real int8 model (in `ctx.extra`), built from the float model with the kept statistics."""
+    spec = QUANT_SCHEMES.get(scheme, {})
     q = quantize_model(model, scheme, bits, ctx.calib_x, a_bits=None if scheme == "bwn" else bits, **kw)
-    if QUANT_SCHEMES.get(scheme, {}).get("trains") and ctx.budget.bn_images > 0 and bn_layers(q):
+    if spec.get("trains") and ctx.budget.bn_images > 0 and bn_layers(q):
         recalibrate_after_bn(q, ctx)
+    if spec.get("family") == "ptq":
+        correct_ptq_statistics(q, ctx)
+        if bits == 8 and ctx.budget.int8_deploy: _deploy_int8_twin(model, q, scheme, ctx)
     return q
 
-def recalibrate_after_bn(q: nn.Module, ctx: Context) -> nn.Module:
-    """QAT: adaptive BN on the quantised weights (activations passed through unquantised), then the activation ranges
-    calibrated again, so they see the BatchNorm statistics the quantised weights produce. Calibrated on the float
-    statistics, a BN-amplified shift can zero a layer's calibration input: plain56's nearly dead channels (running
-    variance ~1e-25 beside a gain of ~50) drove PACT's alpha to its floor and the network to chance before training.
-    PTQ is left as published (calibrated on the recovered float model; its int8 twin is built from that model)."""
+def _deploy_int8_twin(model: nn.Module, q: nn.Module, scheme: str, ctx: Context) -> None:
+    "The real int8 model of an 8-bit PTQ model `q` (in `ctx.extra`): the float `model` with `q`'s BatchNorm statistics, through `deploy_int8`."
+    ranges = _INT8_RANGES[scheme]; fp = copy.deepcopy(model)
+    for b_fp, b_q in zip(bn_layers(fp), bn_layers(q)):            # quantize_model swaps convs/linears only: BNs pair up in order
+        b_fp.running_mean.copy_(b_q.running_mean); b_fp.running_var.copy_(b_q.running_var)
+    try:
+        ctx.extra["int8"] = deploy_int8(fp, ctx.calib_x, ranges); ctx.extra["fp32_ref"] = fp
+        ctx.extra["int8_ranges"] = ranges + ("" if scheme != "ptq_percentile" else " (shared: no percentile observer)")
+    except ValueError as e:                     # deploy_int8's named failure: the model is not FX-traceable
+        if "FX-traceable" not in str(e): raise
+        ctx.extra["int8_error"] = str(e)[:200]
+
+def correct_ptq_statistics(q: nn.Module, ctx: Context) -> str:
+    """Empirical bias correction of a PTQ model (Nagel et al. 2019, Data-Free Quantization, Sec. 4.2: a quantised
+    layer's output mean shifts by E[(W~ - W)x]; with a BatchNorm after the layer, re-estimating its statistics under
+    the quantised weights removes that shift, and the variance's): adaptive BN on `q` (on augmented and on clean
+    training images), the activation ranges then calibrated again (`recalibrate_after_bn`). Of {as calibrated, corrected
+    on augmented images, corrected on clean images}, `kept_outcome` picks one on the select images (training data);
+    a corrected one replaces the calibrated model only when its cross-entropy there is lower by more than one paired
+    standard error (a tie keeps PTQ as published). The choice is in `ctx.extra['ptq_statistics']`. Measured (2,500 test images, no recovery): plain56
+    8-bit min-max 0.854 float -> 0.800 as calibrated, 0.850 corrected on clean images (0.832 on augmented ones);
+    ResNet-56 0.934 -> 0.932 as calibrated, 0.932 corrected on augmented images, 0.898 on clean ones. No select
+    images, no BatchNorm or `bn_images` 0: `q` as calibrated. Returns the kept candidate's name."""
+    if ctx.select is None or not len(ctx.select) or ctx.budget.bn_images <= 0 or not bn_layers(q): return "calibrated"
+    sel = ctx.select; states, per_image = {"calibrated": _clone_state(q)}, {"calibrated": _image_losses(q, sel)}
+    for name, aug in (("bn_augmented", True), ("bn_clean", False)):
+        q.load_state_dict(states["calibrated"]); recalibrate_after_bn(q, ctx, augment=aug)
+        states[name], per_image[name] = _clone_state(q), _image_losses(q, sel)
+    loss = {k: float(v[0].mean()) for k, v in per_image.items()}; acc = {k: float(v[1].float().mean()) for k, v in per_image.items()}
+    best = kept_outcome(loss, acc, len(sel), int(torch.unique(sel.y).numel()))
+    if best != "calibrated" and not clearly_lower(per_image[best][0], per_image["calibrated"][0]): best = "calibrated"
+    q.load_state_dict(states[best]); ctx.extra["ptq_statistics"] = best
+    return best
+
+def clearly_lower(new: torch.Tensor, old: torch.Tensor) -> bool:
+    "Is the mean of per-image losses `new` below `old`'s (the same images) by more than one paired standard error?"
+    gain = (old - new).double()
+    return len(gain) > 1 and float(gain.mean()) > float(gain.std()) / math.sqrt(len(gain))
+
+@torch.no_grad()
+def _image_losses(model: nn.Module, split) -> tuple[torch.Tensor, torch.Tensor]:
+    "(per-image cross-entropy, per-image correctness) of `model` in eval mode on `split` (mode restored)."
+    was = model.training; model.eval(); ls, ok = [], []
+    for i in range(0, len(split), 256):
+        part = split[i:i + 256]; out = model(part.inputs())
+        ls.append(F.cross_entropy(out, part.y, reduction="none")); ok.append(out.argmax(1) == part.y)
+    model.train(was)
+    return torch.cat(ls), torch.cat(ok)
+
+def recalibrate_after_bn(q: nn.Module, ctx: Context, augment: bool | None = None) -> nn.Module:
+    """Adaptive BN on the quantised weights (activations passed through unquantised), then the activation ranges
+    calibrated again, so they see the BatchNorm statistics the quantised weights produce (`augment`: the images of
+    the re-estimation, default the context's choice). QAT: calibrated on the float statistics, a BN-amplified shift
+    can zero a layer's calibration input: plain56's nearly dead channels (running variance ~1e-25 beside a gain of
+    ~50) drove PACT's alpha to its floor and the network to chance before training. PTQ: `correct_ptq_statistics`."""
     aqs = [m.a_quant for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear))]; was = q.training
+    augment = ctx.bn_augment if augment is None else augment
     try:
         for a in aqs: a.calibrating = True              # calibrating: the quantiser passes its input through (and re-ranges)
-        reestimate_bn(q, ctx.data, ctx.budget.bn_images, seed=ctx.budget.seed, augment=ctx.bn_augment)
+        reestimate_bn(q, ctx.data, ctx.budget.bn_images, seed=ctx.budget.seed, augment=augment)
         with torch.no_grad(): q.eval()(ctx.calib_x)     # the ranges from the new statistics
     finally:
         for a in aqs: a.calibrating = False
@@ -70,7 +119,7 @@ def register_quantization() -> bool:
         if scheme not in METHODS:
             ptq = not spec["trains"]
             register(scheme, spec["family"], kind="bits", grid=tuple(VALID_BITS), trains=not ptq, cite=spec["description"],
-                     version=0 if ptq else 1,          # 1: activation ranges after adaptive BN, LSQ steps kept positive
+                     version=1,    # PTQ 1: statistics corrected on the select images; QAT 1: ranges after adaptive BN, LSQ steps kept positive
                      recovery="before quantising (float model)" if ptq else "", granularity="channel_w/tensor_a",
                      criterion=_CRITERION.get(scheme, scheme))(_quant_method(scheme, ptq))
     return True

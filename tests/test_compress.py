@@ -91,7 +91,7 @@ def test_every_method_on_a_small_model(method, net, toy, base):
     assert rep["latency_b1_ms"] > 0 and rep["latency_b64_ms"] > 0 and rep["seconds"] > 0
     tol = {"sparsity": 0.01, "channel_fraction": 0.15 if method == "l1+ptq8" else 0.06, "bits": 0, "rank_ratio": 0.05, "none": 0}[m.kind]
     if method == "mixed_lsq": tol = 0.6                                                  # first/last layers stay at 8 bits
-    if "slim" in method: assert 0 < rep["achieved"] <= level + tol, (rep["achieved"], level)   # inside blocks only: the last conv is kept
+    if rep.get("structure") == "block_internal": assert 0 < rep["achieved"] <= level + tol, (rep["achieved"], level)   # the stream convs are kept
     else: assert abs(rep["achieved"] - level) <= tol, (rep["achieved"], level)
     if m.kind == "bits" and method not in ("bwn", "mixed_lsq"): assert (rep["w_bits"], rep["a_bits"]) == (4, 4) and rep["runtime"] == "fake-quant"
     if method == "bwn": assert (rep["w_bits"], rep["a_bits"]) == (1, 8) and rep["bops"] < base["macs"] * 8 * 3
@@ -107,13 +107,26 @@ def test_structured_pruning_removes_params_and_macs():
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
     macs0, params0 = tp.utils.count_ops_and_params(model, x)
-    out, rep = compress(model, "l1_filter", 0.4, toy_split(64), Budget(recovery_steps=0, calib_images=8, latency_repeats=1, latency_warmup=0))
+    out, rep = compress(model, "group_norm", 0.4, toy_split(64), Budget(recovery_steps=0, calib_images=8, latency_repeats=1, latency_warmup=0))
     macs1, params1 = tp.utils.count_ops_and_params(out, x)
     # each coupled group keeps 60% of its channels: weights of a conv shrink to ~0.6 x 0.6
     assert 0.30 < params1 / params0 < 0.42 and 0.30 < macs1 / macs0 < 0.42, (params1 / params0, macs1 / macs0)
     assert rep["params"] == params1 and abs(rep["macs"] / macs1 - 1) < 0.03
     assert abs(rep["achieved"] - 0.4) < 0.02
     assert out.fc.out_features == 10 and conv_channels(out)["conv1"] == round(64 * 0.6)
+
+
+@pytest.mark.parametrize("method", ["l1_filter", "fpgm", "l1+ptq8"])
+def test_filter_pruning_keeps_the_residual_stream(method):
+    "Li et al. 2017 (Sec. 4.2) prune only inside residual blocks: every conv that writes the stream keeps its channels."
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    out, rep = compress(model, method, 0.4, toy_split(64), Budget(recovery_steps=0, calib_images=8, latency_repeats=1, latency_warmup=0))
+    ch = conv_channels(out); want = conv_channels(model)
+    assert rep["structure"] == "block_internal" and ch["conv1"] == 64, (rep["structure"], ch["conv1"])
+    for b in ("layer1.0", "layer2.0", "layer3.1", "layer4.1"):
+        assert ch[f"{b}.conv2"] == want[f"{b}.conv2"], b                               # writes the stream: whole
+        assert ch[f"{b}.conv1"] < want[f"{b}.conv1"], b                                # inside the block: pruned
+    assert ch["layer2.0.downsample.0"] == 128 and rep["achieved"] < 0.4
 
 
 @pytest.mark.parametrize("method", PRUNE_U)
@@ -333,3 +346,13 @@ def test_float_models_are_timed_with_batchnorm_folded(toy, monkeypatch):
     assert has_bn(model) and not any(has_bn(m) for m in timed)
     timed.clear(); accounting(model, repeats=1, warmup=0)
     assert len(timed) == 2 and not any(has_bn(m) for m in timed)
+
+
+def test_ptq_correction_needs_a_clear_win():
+    "A corrected PTQ model replaces the calibrated one only when lower by more than one paired standard error."
+    from metacompress.methods_quant import clearly_lower
+    old = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0])
+    assert not clearly_lower(old - torch.tensor([0.1, -0.1, 0.1, -0.1, 0.02]), old)    # mean gain 0.004, SE ~0.04
+    assert clearly_lower(old - torch.tensor([0.10, 0.12, 0.09, 0.11, 0.10]), old)
+    assert not clearly_lower(old + 0.1, old) and not clearly_lower(old, old)
+    assert not clearly_lower(old[:1] - 1, old[:1])                                       # one image: no error bar
