@@ -28,8 +28,8 @@ from .compress_demo import demo_fpgm, demo_int8, demo_slim, plot_demo
 from .compress_report import plot_recovery_curve
 
 # %% auto #0
-__all__ = ['CSV_COLUMNS', 'METHODS_VERSION', 'catalogue', 'compress', 'grid_cells', 'probe_applicability', 'demo_recovery',
-           'run_catalogue', 'recovery_curve']
+__all__ = ['CSV_COLUMNS', 'METHODS_VERSION', 'catalogue', 'compress', 'grid_cells', 'probe_applicability', 'curve_key',
+           'demo_recovery', 'run_catalogue', 'recovery_curve']
 
 # %% ../nbs/04_compress.ipynb #6dd8e344
 def catalogue() -> pd.DataFrame:
@@ -187,6 +187,12 @@ def _probe(archs, methods, profile, data, progress):
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_compress.ipynb #c1d67026
+def curve_key(curve_cells, variants, budget: Budget, zoo_meta: dict, test: Split, data: Split) -> str:
+    "The recovery curve's cache key: its cells with their methods' versions (a changed method recomputes the curve), variants, budget, models and images."
+    versions = {m: get_method(m).version for m, _ in curve_cells}
+    return fingerprint(METHODS_VERSION, zoo_meta, [list(c) for c in curve_cells], versions, variants, asdict(budget),
+                       tensor_hash(test.x, test.y), tensor_hash(data.x[:64], data.y))
+
 def demo_recovery(model: nn.Module, data: Split, eval_split: Split, budget: Budget) -> pd.DataFrame:
     "Test accuracy of the reference with no recovery and with the recovery every compressed model gets."
     rows = []
@@ -227,8 +233,7 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
     else:
         variants = [{"recovery_steps": int(s)} for s in curve_steps] + ([dict(curve_kd)] if curve_kd else [])
         zoo_meta = {a: {k: v for k, v in load_zoo_model(profile, a)[1].items() if "seconds" not in k and "per_s" not in k} for a in curve_models}
-        key = fingerprint(METHODS_VERSION, zoo_meta, [list(c) for c in curve_cells], variants, asdict(budget),
-                          tensor_hash(test.x, test.y), tensor_hash(data.x[:64], data.y))
+        key = curve_key(curve_cells, variants, budget, zoo_meta, test, data)
         cached = profile_dir("compress", profile) / f"recovery_curve.{key}.csv"   # resumable: the curve is the step's longest part
         if cached.is_file(): curve = pd.read_csv(cached)
         else:
