@@ -12,7 +12,7 @@ RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 # VERBOSE=1: also the notebooks' printed output and a failing step's full traceback; JOBS=n: steps of `reproduce` side by side
 FLAGS    = $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE)) $(if $(VERBOSE),--verbose)
 
-.PHONY: help install test test-nbs test-py check-sync reproduce check docs bench bench-eval bench-ray readme lab clean-runs clean-cache $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce restore-cells check docs bench bench-eval bench-ray readme lab clean-runs clean-cache $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -36,6 +36,9 @@ check-sync: install  ## nbdev_export and nbdev_clean must change nothing
 
 reproduce: install  ## every pipeline notebook (independent steps side by side, JOBS=cores), then the manifest check (PROFILE=quick by default)
 	@$(RUN) all --profile $(PROFILE) $(FLAGS) $(if $(JOBS),--jobs $(JOBS))
+
+restore-cells: install  ## seed PROFILE's extract cache from figures/PROFILE/ (after make data finetune generate; 3 cells recomputed and compared first), so a clone reruns predict/evaluate/recommend without the grid
+	@$(PYTHON) -c 'from metacompress.extract import restore_main; restore_main()' --profile $(PROFILE)
 
 check: install  ## check figures/PROFILE/ against nbs/manifest.yaml and the run record (missing or stale files, failed or interrupted steps fail)
 	@$(RUN) check --profile $(PROFILE)

@@ -296,23 +296,23 @@ def problem_stats(r: pd.DataFrame, ks=(1, 3, 5)) -> dict:
                 out[(sub, name)] = _wmean(q["meta_gap"] - q[f"{other}_gap"], wq)
     return out
 
-def cluster_bootstrap(full: pd.DataFrame, any_rows, n_boot: int, rng: np.random.Generator, ks=(1, 3, 5),
+def cluster_bootstrap(full: pd.DataFrame, n_boot: int, rng: np.random.Generator, ks=(1, 3, 5),
                       cluster: str = "scope", models=None) -> dict:
-    """{stat: (lo, hi)} 95 % percentile intervals of `problem_stats` over `n_boot` replicates that resample the base
-    models with replacement. `full`: the problems of all models (single-model rows keyed by `scope`);
-    `any_rows(models) -> DataFrame`: the any-model problems re-derived on a set of models (None: none);
-    `models`: the base models to resample (default: the scopes of the single-model rows)."""
+    """{stat: (lo, hi)} 95 % percentile intervals of `problem_stats` over `n_boot` replicates. `full`: the problems
+    (single-model rows keyed by `scope`, any-model rows with scope 'any'). A replicate draws the base `models` (default:
+    the single-model scopes) with replacement and weights each single-model problem by its model's count; the
+    any-model problems stay the problems they are (every candidate of the fold) and are drawn as rows with
+    replacement. Re-deriving them on the distinct models drawn (~63 %) made smaller problems than the point estimate's,
+    with smaller gaps and likelier hits: 115 of the 1,680 intervals in the quick summary excluded their own estimate."""
     single = full[full[cluster] != "any"] if len(full) else full
+    multi = full[full[cluster] == "any"] if len(full) else full
     models = sorted(set(models)) if models is not None else (sorted(set(single[cluster])) if len(single) else [])
     if n_boot <= 0 or not models: return {}
-    cache, reps = {}, []
+    reps = []
     for _ in range(n_boot):
         cnt = Counter(rng.choice(np.array(models, dtype=object), size=len(models), replace=True).tolist())
-        parts = [single[single[cluster].isin(cnt)].assign(weight=lambda d: d[cluster].map(cnt).astype(float))]
-        key = frozenset(cnt)
-        if len(key) > 1 and any_rows is not None:
-            if key not in cache: cache[key] = any_rows(sorted(key))
-            if cache[key] is not None and len(cache[key]): parts.append(cache[key].assign(weight=1.0))
+        parts = [single.assign(weight=single[cluster].map(cnt).fillna(0).astype(float))]
+        if len(multi): parts.append(multi.assign(weight=np.bincount(rng.integers(0, len(multi), len(multi)), minlength=len(multi)).astype(float)))
         reps.append(problem_stats(pd.concat(parts, ignore_index=True), ks))
     keys = sorted({k for r in reps for k in r}, key=str)
     out = {}
@@ -439,10 +439,8 @@ def evaluate_problems(meta: pd.DataFrame, preds: pd.DataFrame, folds: pd.DataFra
         erm_cache = {}
         r = evaluate_split(cp, p, fd, s.problems, n_boot=s.n_boot, rng=rng, erm_cache=erm_cache, **kw)
         if r.empty: log.info(f"note: no held-out problem with >= {s.min_candidates} candidates for {src}/{kind}"); continue
-        any_rows = lambda models: evaluate_split(cp, p, fd, s.problems, n_boot=min(s.n_boot, 50), rng=rng, erm_cache=erm_cache,
-                                                 models=models, scopes=("any",), **kw)
         test_models = sorted(set(cp.model[cp.cell_id.isin(set(fd.cell_id[fd.role == "test"]))]))
-        cis[(src, kind)] = cluster_bootstrap(r, any_rows, s.n_ci_boot, np.random.default_rng([s.seed, 7, SOURCES.index(src), SPLITS.index(kind)]),
+        cis[(src, kind)] = cluster_bootstrap(r, s.n_ci_boot, np.random.default_rng([s.seed, 7, SOURCES.index(src), SPLITS.index(kind)]),
                                              ks, models=test_models)
         rows.append(r.assign(source=src, split=kind))
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["source", "split"])), cis

@@ -17,13 +17,13 @@ from matplotlib.figure import Figure   # the object API: writes PNGs without tou
 from . import compress as C
 from .compress import CSV_COLUMNS, compress, grid_cells
 from .compress_report import plot_compression
-from .core import (atomic_path, figures_dir, get_logger, load_torch, profile_dir, save_json, save_torch, set_seed,
+from .core import (atomic_path, figures_dir, get_logger, load_json, load_torch, profile_dir, save_json, save_torch, set_seed,
                                tensor_hash)
 from .data import Split, augment_batch, load_splits
 from .features import FeatureSettings, arch_features, cell_features, compression_features, logits_of, source_key
 from .finetune import load_zoo, load_zoo_model
 from .generate import load_generated
-from .grid import cell_id, fingerprint, run_grid
+from .grid import cell_id, fingerprint, load_cell, run_grid, save_cell, stored_fingerprint
 from .measure import accounting
 from .registry import Budget, NotApplicable, get_method
 from .schema import CATEGORICAL, FEATURES, SOURCES, TARGET_COLUMNS, TIMES, check_schema
@@ -31,10 +31,11 @@ from .schema import CATEGORICAL, FEATURES, SOURCES, TARGET_COLUMNS, TIMES, check
 log = get_logger("metacompress.extract")
 
 # %% auto #0
-__all__ = ['log', 'FEATURES_VERSION', 'RUN_PARAMS', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member', 'zoo_name',
-           'ExtractJob', 'extract_cell', 'grid_keys', 'save_metadata', 'timing_table', 'write_seed_spread',
-           'cell_fingerprint', 'extract_budget_record', 'run_extract', 'compression_table', 'plot_feature_correlations',
-           'write_figures', 'literature_table']
+__all__ = ['log', 'FEATURES_VERSION', 'RUN_PARAMS', 'RESTORED', 'PUBLISHED', 'strong_augment', 'draw_sources', 'zoo_member',
+           'zoo_name', 'ExtractJob', 'extract_cell', 'grid_keys', 'save_metadata', 'timing_table', 'write_seed_spread',
+           'cell_fingerprint', 'extract_budget_record', 'ExtractPlan', 'plan_extract', 'run_extract', 'restore_cells',
+           'plan_from_profile', 'restore_main', 'compression_table', 'plot_feature_correlations', 'write_figures',
+           'literature_table']
 
 # %% ../nbs/05_extract.ipynb #8935cfdb
 def strong_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -254,19 +255,24 @@ RUN_PARAMS = ("profile", "seed", "device", "models", "methods", "levels", "level
               "workers", "threads", "engine", "ray_num_cpus", "ray_num_gpus", "ray_max_retries", "spread_models", "spread_methods",
               "spread_seeds", "force")
 
-def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
-                source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
-                seed: int = 0, workers: int = 1, threads: int | None = 1, engine: str = "local",
-                engine_options: dict | None = None, spread_models=(), spread_methods=(), spread_seeds=(),
-                force: bool = False, progress: bool = True) -> pd.DataFrame:
-    """The profile's meta-dataset: runs (or resumes) the grid and writes `data/metadata/<profile>/metadata.parquet`,
-    `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`.
-    `engine='ray'` runs one Ray task per cell (`engine_options`: num_cpus, num_gpus, max_retries; `RAY_ADDRESS` joins a
-    cluster): the zoo, the test split and the train split travel in the `ExtractJob` (put in the object store once), and workers
-    write nothing, so no shared filesystem is needed; the driver alone writes the cell files.
-    Seed-to-seed spread: the main grid's cells of `spread_models` x `spread_methods` (at the level the grid gave them)
-    are run again with each of `spread_seeds`, in the same resumable grid, and written to `extract_seed_spread.csv`
-    (model, method, level, seed, y_test_acc, f_src_acc on the ideal source); they stay out of the meta-dataset."""
+@dataclass
+class ExtractPlan:
+    "What one run of the grid is, worked out once from the profile's parameters (`plan_extract`)."
+    job: ExtractJob
+    keys: list                  # the meta-dataset's cells
+    spread_keys: list           # the same cells with the spread's other seeds (kept out of the meta-dataset)
+    recipe: dict                # what every cell's fingerprint holds besides its model and method
+    model_fps: dict
+    out: Path                   # data/metadata/<profile>/ (the cells live in its cells/)
+    zoo: dict
+    test: Split
+
+    def fingerprint(self, key: dict) -> str: return cell_fingerprint(self.recipe, self.model_fps[key["model"]], key["method"])
+
+def plan_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,),
+                 sources=SOURCES, source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
+                 seed: int = 0, threads: int | None = 1, engine: str = "local", spread_models=(), spread_methods=(), spread_seeds=()) -> ExtractPlan:
+    "The grid `run_extract` runs (its arguments, less how to run it): the job, the keys and their fingerprints."
     budget = budget or Budget(); settings = settings or FeatureSettings()
     splits = load_splits(profile)
     zoo = load_zoo(profile)
@@ -291,13 +297,37 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
     spread_keys = [{**k, "seed": sd} for k in keys if k["seed"] == keys[0]["seed"] and k["method"] in set(spread_methods)
                    and (k["model"] in set(spread_models) or zoo_name(k["model"], zoo[k["model"]][1]) in set(spread_models))
                    for sd in extra_seeds]
+    return ExtractPlan(job, keys, spread_keys, recipe, model_fps, out, zoo, test)
+
+def run_extract(profile: str, *, models="all", methods="all", levels="all", levels_per_model: int | None = None, seeds=(0,), sources=SOURCES,
+                source_n: int = 64, test_n: int | None = None, budget=None, settings: FeatureSettings | None = None,
+                seed: int = 0, workers: int = 1, threads: int | None = 1, engine: str = "local",
+                engine_options: dict | None = None, spread_models=(), spread_methods=(), spread_seeds=(),
+                force: bool = False, progress: bool = True) -> pd.DataFrame:
+    """The profile's meta-dataset: runs (or resumes) the grid and writes `data/metadata/<profile>/metadata.parquet`,
+    `figures/<profile>/metadata.parquet`, `compression.csv`/`.png`, `extract_timing.csv`, `feature_correlations.png`.
+    `engine='ray'` runs one Ray task per cell (`engine_options`: num_cpus, num_gpus, max_retries; `RAY_ADDRESS` joins a
+    cluster): the zoo, the test split and the train split travel in the `ExtractJob` (put in the object store once), and workers
+    write nothing, so no shared filesystem is needed; the driver alone writes the cell files.
+    Seed-to-seed spread: the main grid's cells of `spread_models` x `spread_methods` (at the level the grid gave them)
+    are run again with each of `spread_seeds`, in the same resumable grid, and written to `extract_seed_spread.csv`
+    (model, method, level, seed, y_test_acc, f_src_acc on the ideal source); they stay out of the meta-dataset."""
+    budget = budget or Budget(); settings = settings or FeatureSettings()
+    plan = plan_extract(profile, models=models, methods=methods, levels=levels, levels_per_model=levels_per_model, seeds=seeds,
+                        sources=sources, source_n=source_n, test_n=test_n, budget=budget, settings=settings, seed=seed, threads=threads,
+                        engine=engine, spread_models=spread_models, spread_methods=spread_methods, spread_seeds=spread_seeds)
+    job, keys, spread_keys, out, zoo, src, test = plan.job, plan.keys, plan.spread_keys, plan.out, plan.zoo, plan.job.sources, plan.test
     log.info(f"extract: {len(keys)} cells ({len(zoo)} models x {len(keys) // max(1, len(zoo) * len(seeds))} method-levels x {len(seeds)} seeds), "
              f"{len(src)} sources x {source_n} images, {len(test)} test images, {workers} workers")
     t0 = time.perf_counter()
-    res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=lambda k: cell_fingerprint(recipe, model_fps[k["model"]], k["method"]),
+    res = run_grid(extract_cell, keys + spread_keys, job, out / "cells", fingerprints=plan.fingerprint,
                    workers=workers, threads=threads, engine=engine, engine_options=engine_options, force=force, progress=progress, desc="extract",
                    failed=lambda r: not r["report"].get("applicable", True), failed_label="not_applicable")
     wall = time.perf_counter() - t0
+    if (out / "cells" / RESTORED).is_file():
+        r = load_json(out / "cells" / RESTORED)
+        log.info(f"extract: {r['restored']} of the cells reused were restored from {r['from']} by restore-cells "
+                 f"({len(r['recomputed_to_check'])} recomputed to check them: {', '.join(r['recomputed_to_check'])})")
     spread_ids = {cell_id(k) for k in spread_keys}
     rows = pd.DataFrame([row for r in res.values() for row in r["rows"]])
     df = check_schema(rows[~rows.cell_id.isin(spread_ids)].reset_index(drop=True))
@@ -312,6 +342,91 @@ def run_extract(profile: str, *, models="all", methods="all", levels="all", leve
                "models": sorted(zoo), "cells": len(keys)}, figs / "extract_settings.json")
     log.info(f"extract: {len(res)} cells in {wall:.0f}s wall ({df[df.applicable].cell_id.nunique()} applicable)")
     return df
+
+# %% ../nbs/05_extract.ipynb #adf86cbe
+RESTORED = "restored.json"   # in the cells folder: which cells `restore_cells` wrote, from where, and what was recomputed to check them
+
+def _rows_equal(a: list[dict], b: list[dict]) -> list[str]:
+    "The (row, column)s where two cells' rows differ, measured times (`t_*`, `f_latency*`) aside; NaN equals NaN; floats exactly."
+    diff = []
+    for i, (ra, rb) in enumerate(zip(a, b)):
+        for c in sorted(set(ra) | set(rb)):
+            if c.startswith(("t_", "f_latency")): continue       # wall-clock measurements, not results
+            x, y = ra.get(c), rb.get(c)
+            same = (x == y) or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+            if not same: diff.append(f"row {i} {c}: {x!r} != {y!r}")
+    return diff if len(a) == len(b) else [f"{len(a)} rows != {len(b)}"] + diff
+
+def restore_cells(plan: ExtractPlan, figs: str | Path, verify: int = 3) -> dict:
+    """Seed `plan`'s cell cache from a meta-dataset this code wrote (`figs`: `metadata.parquet` for the rows,
+    `compression.csv` for the reports), so that a clone reruns the steps after extract without the grid's core-hours.
+    A cell is restored only when its file is missing and the meta-dataset holds its rows; spread cells never are (their
+    rows are not in it). First `verify` of them, the cheapest by their recorded time with distinct methods, are computed
+    again here and compared with the file's rows (every column but the timings, floats exactly) and report: one
+    difference and nothing is restored (the code, the data or the environment is not the one that wrote `figs`). The
+    restored cells keep the timings they were measured with. Returns what `RESTORED` in the cells folder records;
+    `run_extract` then reuses the cells and says how many were restored."""
+    figs = Path(figs); cells_dir = plan.out / "cells"
+    meta = pd.read_parquet(figs / "metadata.parquet"); comp = pd.read_csv(figs / "compression.csv", keep_default_na=True)
+    rows = {cid: g.to_dict("records") for cid, g in meta.groupby("cell_id", sort=False)}
+    reps = {cell_id({"model": r["model"], "method": r["method"], "level": float(r["level"]), "seed": 0}): r for r in comp.to_dict("records")}
+    todo = [k for k in plan.keys if cell_id(k) in rows and load_cell(cells_dir, k, stored_fingerprint(k, plan.fingerprint(k))) is None]
+    result = lambda k: {"rows": rows[cell_id(k)], "report": {c: v for c, v in reps[cell_id(k)].items()
+                                                          if not (isinstance(v, float) and math.isnan(v)) and c in _REPORT_KEYS(reps[cell_id(k)])}}
+    missing = [cell_id(k) for k in todo if cell_id(k) not in reps or k["seed"] != 0]
+    if missing: raise ValueError(f"{figs}/compression.csv lacks the reports of {missing[:3]} ({len(missing)} cells): restore needs the files of one extract run")
+    cost = lambda k: float(pd.DataFrame(rows[cell_id(k)])[["t_compress", "t_recovery", "t_test"]].iloc[0].sum())
+    checks, seen = [], set()
+    for k in sorted(todo, key=cost):
+        if len(checks) >= verify: break
+        if k["method"] not in seen and rows[cell_id(k)][0]["applicable"]: checks.append(k); seen.add(k["method"])
+    for k in checks:
+        got = extract_cell(k, plan.job)
+        diff = _rows_equal(check_schema(pd.DataFrame(got["rows"])).to_dict("records"), rows[cell_id(k)])
+        if diff: raise ValueError(f"restore: recomputing {cell_id(k)} does not give {figs}/metadata.parquet's rows ({len(diff)} differences, "
+                                  f"first: {diff[0]}): run the grid instead (make extract)")
+        save_cell(cells_dir, k, stored_fingerprint(k, plan.fingerprint(k)), got)
+    for k in todo:
+        if k not in checks: save_cell(cells_dir, k, stored_fingerprint(k, plan.fingerprint(k)), result(k))
+    rec = {"from": str(figs), "restored": len(todo) - len(checks), "recomputed_to_check": [cell_id(k) for k in checks],
+           "present_before": len(plan.keys) - len(todo), "not_in_file": sum(cell_id(k) not in rows for k in plan.keys)}
+    save_json(rec, cells_dir / RESTORED)
+    return rec
+
+def _REPORT_KEYS(rep: dict) -> set:
+    "A report's keys as the cell wrote them: every CSV column (a not-applicable cell's report has only its key and reason)."
+    return set(rep) if rep.get("applicable", True) else {"model", "method", "level", "applicable", "reason"}
+
+
+# %% ../nbs/05_extract.ipynb #d0e93422
+def plan_from_profile(profile: str) -> tuple[ExtractPlan, dict]:
+    "(the plan, the parameters) 05_extract runs under `profile`: the notebook's defaults with the profile's values, as papermill injects them."
+    from .core import declared_parameters, notebook_path
+    from .run import parameters_for
+    p = {**declared_parameters(notebook_path("05_extract")), **parameters_for("extract", profile)}
+    budget = Budget.from_params(p)
+    settings = FeatureSettings.from_params(p, others=[*RUN_PARAMS, *(f.name for f in dataclasses.fields(Budget))])
+    plan = plan_extract(profile, models=p["models"], methods=p["methods"], levels=p["levels"], levels_per_model=p["levels_per_model"],
+                        seeds=p["seeds"], sources=p["sources"], source_n=p["source_n"], test_n=p["test_n"], budget=budget, settings=settings,
+                        seed=p["seed"], threads=p["threads"], engine="local", spread_models=p["spread_models"],
+                        spread_methods=p["spread_methods"], spread_seeds=p["spread_seeds"])
+    return plan, p
+
+def restore_main(argv: list[str] | None = None) -> None:
+    "`make restore-cells PROFILE=...`: `restore_cells` for the profile's grid from `figures/<profile>/` (needs the data, zoo and generate steps' files)."
+    import argparse
+    a = argparse.ArgumentParser(prog="restore-cells", description=restore_cells.__doc__.split("\n")[0])
+    a.add_argument("--profile", default="quick"); a.add_argument("--verify", type=int, default=3, help="cells recomputed and compared first")
+    a = a.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        plan, _ = plan_from_profile(a.profile)
+        rec = restore_cells(plan, figures_dir(a.profile), verify=a.verify)
+    except (ValueError, FileNotFoundError) as e: raise SystemExit(f"error: {' '.join(str(e).split())}")
+    print(f"restore-cells: {rec['restored']} cells restored from {rec['from']}, {len(rec['recomputed_to_check'])} recomputed and identical "
+          f"({', '.join(rec['recomputed_to_check'])}); {rec['present_before']} were already there, {rec['not_in_file']} are not in the file "
+          f"(the grid computes them)")
+
 
 # %% ../nbs/05_extract.ipynb #b9a53527
 def compression_table(reports: list[dict]) -> pd.DataFrame:

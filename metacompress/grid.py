@@ -15,14 +15,18 @@ from tqdm.auto import tqdm
 from .core import load_json, save_json
 
 # %% auto #0
-__all__ = ['ENGINES', 'fingerprint', 'cell_id', 'cell_file', 'load_cell', 'save_cell', 'map_local', 'register_engine',
-           'get_engine', 'error_file', 'record_error', 'run_grid', 'demo_cell']
+__all__ = ['ENGINES', 'fingerprint', 'stored_fingerprint', 'cell_id', 'cell_file', 'load_cell', 'save_cell', 'map_local',
+           'register_engine', 'get_engine', 'error_file', 'record_error', 'run_grid', 'demo_cell']
 
 # %% ../nbs/00a_grid.ipynb #41ac2585
 def fingerprint(*objs: Any, n: int = 16) -> str:
     "Short sha256 over the canonical JSON of `objs` (dict keys sorted; non-JSON values through `str`)."
     s = json.dumps(objs, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(s.encode()).hexdigest()[:n]
+
+def stored_fingerprint(key: dict, fp: str) -> str:
+    "What a cell file holds: its key's and the caller's fingerprint together (`run_grid` writes it, `load_cell` checks it)."
+    return fingerprint(key, fp)
 
 def cell_id(key: dict) -> str:
     "The readable id of a key: its values joined by `|` in key order (e.g. `resnet20|svd|0.5|0`)."
@@ -127,7 +131,7 @@ def run_grid(cell_fn: Callable, keys: Iterable[dict], common: dict, out_dir: str
     ids = [cell_id(k) for k in keys]
     if len(set(ids)) != len(ids): raise ValueError(f"duplicate grid keys: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
     fp_of = fingerprints if callable(fingerprints) else (lambda k: fingerprints)
-    fps = {cell_id(k): fingerprint(k, fp_of(k)) for k in keys}
+    fps = {cell_id(k): stored_fingerprint(k, fp_of(k)) for k in keys}
     results, todo = {}, []
     for k in keys:
         r = None if force else load_cell(out_dir, k, fps[cell_id(k)])

@@ -200,19 +200,19 @@ def test_cluster_bootstrap_interval_shrinks_with_more_models_and_pairs_differenc
         g = np.random.default_rng(n).uniform(0, 0.04, n)
         return pd.DataFrame({"scope": [f"m{i}" for i in range(n)], "problem_class": "open", "noise_floor": 0.0,
                              "meta_gap": g, "naive_proxy_gap": g + 0.01 * (np.arange(n) % 2), "calibrated_proxy_gap": g})
-    ci = {n: E.cluster_bootstrap(rows(n), None, 300, np.random.default_rng(1)) for n in (6, 120)}
+    ci = {n: E.cluster_bootstrap(rows(n), 300, np.random.default_rng(1)) for n in (6, 120)}
     w = {n: ci[n][("all", "top1_gap", "meta")][1] - ci[n][("all", "top1_gap", "meta")][0] for n in ci}
     assert w[120] < 0.4 * w[6]
     se = rows(120).meta_gap.std(ddof=0) / np.sqrt(120)                  # a 95 % interval is about 2 x 1.96 standard errors wide
     assert 0.75 * 2 * 1.96 * se < w[120] < 1.25 * 2 * 1.96 * se, (w[120], se)
     lo, hi = ci[120][("all", "meta_minus_naive")]; assert lo < -0.005 < hi and hi < 0
     assert ci[120][("all", "meta_minus_calibrated")] == (0.0, 0.0)
-    # any-model problems are re-derived from the distinct models drawn
-    seen = []
-    any_rows = lambda models: (seen.append(tuple(models)), pd.DataFrame({"scope": ["any"], "problem_class": ["open"], "noise_floor": [0.0],
-                                                                      "meta_gap": [0.5 * len(models)]}))[1]
-    E.cluster_bootstrap(rows(4), any_rows, 50, np.random.default_rng(0))
-    assert seen and len(seen) == len(set(seen)) and all(len(m) > 1 and list(m) == sorted(set(m)) for m in seen)
+    # any-model problems are not rebuilt from the models drawn: their rows are drawn, their values as given
+    anyr = pd.DataFrame({"scope": "any", "problem_class": "open", "noise_floor": 0.0, "meta_gap": [0.2, 0.4],
+                         "naive_proxy_gap": 0.0, "calibrated_proxy_gap": 0.0})
+    both = pd.concat([rows(4).assign(meta_gap=0.0), anyr], ignore_index=True)
+    lo, hi = E.cluster_bootstrap(both, 200, np.random.default_rng(0))[("all", "top1_gap", "meta")]
+    assert 0.4 / 6 - 1e-12 <= lo < E.problem_stats(both)[("all", "top1_gap", "meta")] < hi <= 0.8 / 6 + 1e-12   # point 0.1 = (0.2 + 0.4) / 6
 
 def test_fold_scores_the_literal_rule_and_erm_separately():
     c = cells(); preds = c[["cell_id"]].assign(pred=c.y_test_acc)
