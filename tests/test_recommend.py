@@ -347,7 +347,7 @@ def test_input_adapter_final_steps_and_fresh_process_reload(trained, predictor_p
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[0] == "Pretrained"                                 # the adapter is part of the rebuilt model
-    assert torch.allclose(torch.load(tmp_path / "logits.pt"), blob["check_logits"], atol=1e-5)
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), blob["check_logits"], atol=1e-4)   # another process: another reduction order on this CPU
 
 
 # ---- installed means usable anywhere ----
