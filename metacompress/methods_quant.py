@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from .measure import conv_linear, mean_weight_bits
 from .quantize import (QUANT_SCHEMES, VALID_BITS, QuantConv2d, QuantLinear, deploy_int8, fake_quant, minmax_range, qrange,
                                    quantize_model, range_to_qparams)
-from .recovery import Context, _clone_state, bn_layers, kept_outcome, reestimate_bn
+from .recovery import Context, _clone_state, bn_layers, image_losses, kept_outcome, reestimate_bn
 from .registry import METHODS, PROVIDERS, register
 
 # %% auto #0
-__all__ = ['MP_BITS', 'quantize_step', 'correct_ptq_statistics', 'clearly_lower', 'recalibrate_after_bn', 'register_quantization',
-           'bwn', 'layer_sensitivity', 'allocate_bits', 'mixed_lsq']
+__all__ = ['MP_BITS', 'quantize_step', 'correct_ptq_statistics', 'recalibrate_after_bn', 'register_quantization', 'bwn',
+           'layer_sensitivity', 'allocate_bits', 'mixed_lsq']
 
 # %% ../nbs/04h_methods_quant.ipynb #8dfb6566
 _INT8_RANGES = {"ptq_minmax": "minmax", "ptq_mse": "histogram", "ptq_percentile": "histogram"}
@@ -53,37 +53,20 @@ def correct_ptq_statistics(q: nn.Module, ctx: Context) -> str:
     layer's output mean shifts by E[(W~ - W)x]; with a BatchNorm after the layer, re-estimating its statistics under
     the quantised weights removes that shift, and the variance's): adaptive BN on `q` (on augmented and on clean
     training images), the activation ranges then calibrated again (`recalibrate_after_bn`). Of {as calibrated, corrected
-    on augmented images, corrected on clean images}, `kept_outcome` picks one on the select images (training data);
-    a corrected one replaces the calibrated model only when its cross-entropy there is lower by more than one paired
-    standard error (a tie keeps PTQ as published). The choice is in `ctx.extra['ptq_statistics']`. Measured (2,500 test images, no recovery): plain56
+    on augmented images, corrected on clean images}, `kept_outcome` picks one on the select images (training data),
+    the rule of every recovery: a corrected one replaces the kept model only when its cross-entropy there is lower by
+    more than one paired standard error (a tie keeps PTQ as published). The choice is in `ctx.extra['ptq_statistics']`. Measured (2,500 test images, no recovery): plain56
     8-bit min-max 0.854 float -> 0.800 as calibrated, 0.850 corrected on clean images (0.832 on augmented ones);
     ResNet-56 0.934 -> 0.932 as calibrated, 0.932 corrected on augmented images, 0.898 on clean ones. No select
     images, no BatchNorm or `bn_images` 0: `q` as calibrated. Returns the kept candidate's name."""
     if ctx.select is None or not len(ctx.select) or ctx.budget.bn_images <= 0 or not bn_layers(q): return "calibrated"
-    sel = ctx.select; states, per_image = {"calibrated": _clone_state(q)}, {"calibrated": _image_losses(q, sel)}
+    sel = ctx.select; states, per_image = {"calibrated": _clone_state(q)}, {"calibrated": image_losses(q, sel)}
     for name, aug in (("bn_augmented", True), ("bn_clean", False)):
         q.load_state_dict(states["calibrated"]); recalibrate_after_bn(q, ctx, augment=aug)
-        states[name], per_image[name] = _clone_state(q), _image_losses(q, sel)
-    loss = {k: float(v[0].mean()) for k, v in per_image.items()}; acc = {k: float(v[1].float().mean()) for k, v in per_image.items()}
-    best = kept_outcome(loss, acc, len(sel), int(torch.unique(sel.y).numel()))
-    if best != "calibrated" and not clearly_lower(per_image[best][0], per_image["calibrated"][0]): best = "calibrated"
+        states[name], per_image[name] = _clone_state(q), image_losses(q, sel)
+    best = kept_outcome(per_image, int(torch.unique(sel.y).numel()))
     q.load_state_dict(states[best]); ctx.extra["ptq_statistics"] = best
     return best
-
-def clearly_lower(new: torch.Tensor, old: torch.Tensor) -> bool:
-    "Is the mean of per-image losses `new` below `old`'s (the same images) by more than one paired standard error?"
-    gain = (old - new).double()
-    return len(gain) > 1 and float(gain.mean()) > float(gain.std()) / math.sqrt(len(gain))
-
-@torch.no_grad()
-def _image_losses(model: nn.Module, split) -> tuple[torch.Tensor, torch.Tensor]:
-    "(per-image cross-entropy, per-image correctness) of `model` in eval mode on `split` (mode restored)."
-    was = model.training; model.eval(); ls, ok = [], []
-    for i in range(0, len(split), 256):
-        part = split[i:i + 256]; out = model(part.inputs())
-        ls.append(F.cross_entropy(out, part.y, reduction="none")); ok.append(out.argmax(1) == part.y)
-    model.train(was)
-    return torch.cat(ls), torch.cat(ok)
 
 def recalibrate_after_bn(q: nn.Module, ctx: Context, augment: bool | None = None) -> nn.Module:
     """Adaptive BN on the quantised weights (activations passed through unquantised), then the activation ranges

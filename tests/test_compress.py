@@ -350,7 +350,7 @@ def test_float_models_are_timed_with_batchnorm_folded(toy, monkeypatch):
 
 def test_ptq_correction_needs_a_clear_win():
     "A corrected PTQ model replaces the calibrated one only when lower by more than one paired standard error."
-    from metacompress.methods_quant import clearly_lower
+    from metacompress.recovery import clearly_lower
     old = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0])
     assert not clearly_lower(old - torch.tensor([0.1, -0.1, 0.1, -0.1, 0.02]), old)    # mean gain 0.004, SE ~0.04
     assert clearly_lower(old - torch.tensor([0.10, 0.12, 0.09, 0.11, 0.10]), old)

@@ -183,3 +183,35 @@ def test_extract_notebook_on_a_process_pool_equals_in_process(smoke_run, monkeyp
     assert a.cell_id.nunique() == 3
     pd.testing.assert_frame_equal(a, b)
 
+
+def test_restore_cells_reproduces_the_meta_dataset_and_refuses_another(smoke_run, tmp_path, monkeypatch):
+    """`restore_cells` seeds an empty cell cache from figures/ (one cell recomputed and compared first): extract then
+    computes nothing and writes the same meta-dataset; a file that the code would not write again restores nothing."""
+    from metacompress.extract import RESTORED, plan_from_profile, restore_cells, run_extract
+    # the files as the notebooks wrote them (the tests above rerun steps in place), the cell cache left out
+    shutil.copytree(smoke_run / "notebooks/data", tmp_path / "data", ignore=shutil.ignore_patterns("metadata"))
+    shutil.copytree(smoke_run / "data/cache", tmp_path / "data/cache")
+    shutil.copytree(smoke_run / "notebooks/figures", tmp_path / "figures")
+    monkeypatch.setenv("METACOMPRESS_DATA_DIR", str(tmp_path / "data")); monkeypatch.setenv("METACOMPRESS_FIGURES_DIR", str(tmp_path / "figures"))
+    figs = tmp_path / "figures/smoke"; orig = pd.read_parquet(figs / "metadata.parquet")
+    plan, p = plan_from_profile("smoke")
+    bad = tmp_path / "bad"; shutil.copytree(figs, bad)
+    orig.assign(y_test_acc=orig.y_test_acc + 1e-9).to_parquet(bad / "metadata.parquet", index=False)
+    with pytest.raises(ValueError, match="does not give"): restore_cells(plan, bad, verify=1)
+    assert not (plan.out / "cells" / RESTORED).exists()
+    rec = restore_cells(plan, figs, verify=1)
+    assert rec["restored"] + len(rec["recomputed_to_check"]) == orig.cell_id.nunique() == len(plan.keys) and len(rec["recomputed_to_check"]) == 1
+    from metacompress.compress import Budget
+    from metacompress.extract import FeatureSettings, RUN_PARAMS
+    import dataclasses
+    comp0 = pd.read_csv(figs / "compression.csv")
+    stamps = {f: f.stat().st_mtime_ns for f in (plan.out / "cells").glob("*.json")}
+    got = run_extract("smoke", models=p["models"], methods=p["methods"], levels=p["levels"], levels_per_model=p["levels_per_model"],
+                      seeds=p["seeds"], sources=p["sources"], source_n=p["source_n"], test_n=p["test_n"], budget=Budget.from_params(p),
+                      settings=FeatureSettings.from_params(p, others=[*RUN_PARAMS, *(f.name for f in dataclasses.fields(Budget))]),
+                      seed=p["seed"], workers=1, threads=p["threads"], progress=False)
+    assert stamps and {f: f.stat().st_mtime_ns for f in (plan.out / "cells").glob("*.json")} == stamps   # nothing recomputed
+    keep = [c for c in orig.columns if not c.startswith(("t_", "f_latency"))]
+    pd.testing.assert_frame_equal(got[keep].reset_index(drop=True), orig[keep].reset_index(drop=True))
+    timed = lambda d: d.drop(columns=[c for c in d.columns if "latency" in c or "seconds" in c])
+    pd.testing.assert_frame_equal(timed(pd.read_csv(figs / "compression.csv")), timed(comp0))
