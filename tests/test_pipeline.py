@@ -52,7 +52,7 @@ def test_finetune_step(smoke_run):
     names = list(p["pretrained"]) + list(p["archs"])
     zoo = pd.read_csv(smoke_run / "figures/smoke/zoo.csv")
     assert list(zoo.columns) == ["name", "family", "weights_source", "params", "macs", "size_mb", "claimed_acc",
-                                 "test_acc_before", "test_acc", "train_seconds", "seconds"]
+                                 "test_acc_before", "finetune_kept", "test_acc", "train_seconds", "seconds"]
     assert zoo.name.tolist() == names
     assert zoo.test_acc.between(0, 1).all() and (zoo.params > 5e4).all() and (zoo.macs > 5e5).all()
     pre = zoo[zoo.name.isin(p["pretrained"])]
@@ -61,7 +61,10 @@ def test_finetune_step(smoke_run):
     for name in names:
         meta = json.loads((smoke_run / f"data/models/smoke/{name}.json").read_text())
         for k in ("name", "family", "weights_source", "trained_on", "test_acc_before", "test_acc", "recipe_hash"): assert k in meta, k
-        if name in p["pretrained"]: assert "@sha256:" in meta["weights_source"] and meta["steps"] == p["pt_steps"]
+        if name in p["pretrained"]:
+            assert "@sha256:" in meta["weights_source"] and meta["steps"] == p["pt_steps"]
+            assert meta["finetune_kept"] in ("pretrained", "finetuned")     # the touch-up was judged on the ideal split
+            if meta["finetune_kept"] == "pretrained": assert meta["test_acc"] == meta["test_acc_before"]
         else: assert meta["weights_source"].startswith(("imagenet:", "scratch"))          # recorded either way
         assert meta["train_images"] == SMOKE["01_data"]["n_train"] and meta["test_n"] == SMOKE["01_data"]["n_test"]
         ckpt = torch.load(smoke_run / f"data/models/smoke/{name}.pt", weights_only=True)
