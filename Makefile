@@ -12,7 +12,7 @@ RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 # VERBOSE=1: also the notebooks' printed output and a failing step's full traceback; JOBS=n: steps of `reproduce` side by side
 FLAGS    = $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE)) $(if $(VERBOSE),--verbose)
 
-.PHONY: help install test test-nbs test-py check-sync reproduce restore-cells check docs bench bench-eval bench-ray readme lab clean-runs clean-cache $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce restore-cells check docs bench bench-eval bench-recovery bench-ray readme lab clean-runs clean-cache $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -54,6 +54,9 @@ bench-ray: install  ## Ray's per-cell overhead against the local pool on toy cel
 
 bench-eval: install  ## evaluation img/s per zoo member: the grid's logits_of (inference mode, channels-last) over plain no_grad (ratios)
 	$(PYTHON) -c 'from metacompress.bench import eval_main; eval_main()'
+
+bench-recovery: install  ## recovery img/s per zoo member (distillation steps, select scoring): channels-last over the default layout (ratios)
+	$(PYTHON) -c 'from metacompress.bench import recovery_main; recovery_main()'
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
 	$(PYTHON) -c 'from metacompress.bench import main; main()'

@@ -148,6 +148,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
     for m in bn_momenta: m.momentum = 0.0
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last: model.to(memory_format=fmt)
+    if channels_last and teacher is not None: teacher.to(memory_format=fmt)   # its input is channels-last too
     g = set_seed(seed)
     batch_size = min(batch_size, len(split))
     per_epoch = len(split) // batch_size
@@ -172,6 +173,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
     bar.close(); model.eval()
     for m, mom in bn_momenta.items(): m.momentum = mom
     if channels_last: model.to(memory_format=torch.contiguous_format)
+    if channels_last and teacher is not None: teacher.to(memory_format=torch.contiguous_format)
     secs = time.perf_counter() - t0
     return {"steps": step, "loss": loss_ema, "train_acc": correct / max(seen, 1), "seconds": secs, "images_per_s": seen / secs}
 
