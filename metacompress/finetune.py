@@ -18,19 +18,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .core import (atomic_path, figures_dir, get_device, get_logger, load_json, load_torch, loud_warning,
-                               profile_dir, save_json, save_torch, set_module, set_seed)
+                               profile_dir, save_json, save_torch, set_module, set_seed, tensor_hash)
 from .data import CIFAR10_CLASSES, Split, augment_batch, batches, load_splits, normalize
 from . import cifar_zoo
 from .grid import fingerprint, get_engine
 from .settings import StepSettings
 
 # %% auto #0
-__all__ = ['TV_FAMILIES', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear', 'replace_head',
-           'adapt_stem', 'build_model', 'model_stats', 'distillation_loss', 'teacher_logits', 'train_model', 'evaluate',
-           'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model', 'load_zoo_model', 'load_zoo',
-           'new_label_set', 'build_zoo_member', 'transfer_settings', 'keep_touch_up', 'member_recipe',
-           'finetune_member', 'finetune_zoo', 'zoo_seed_spread', 'FinetuneSettings', 'plot_zoo', 'check_zoo',
-           'run_finetune']
+__all__ = ['TEACHER_MEMO_MAX', 'TV_FAMILIES', 'CHANNELS_LAST_FASTER', 'ZOO_COLUMNS', 'classification_archs', 'last_linear',
+           'replace_head', 'adapt_stem', 'build_model', 'model_stats', 'distillation_loss', 'teacher_logits',
+           'train_model', 'evaluate', 'zoo_family', 'is_pretrained', 'recipe_hash', 'zoo_paths', 'save_zoo_model',
+           'load_zoo_model', 'load_zoo', 'new_label_set', 'build_zoo_member', 'transfer_settings', 'keep_touch_up',
+           'member_recipe', 'finetune_member', 'finetune_zoo', 'zoo_seed_spread', 'FinetuneSettings', 'plot_zoo',
+           'check_zoo', 'run_finetune']
 
 # %% ../nbs/02_finetune.ipynb #52dd4ad8
 def classification_archs() -> list[str]:
@@ -124,10 +124,21 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 4
     "T² · KL(softmax(teacher/T) || softmax(student/T)), batch mean (Hinton et al. 2015, Sec. 2)."
     return F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher / T, 1), log_target=True, reduction="batchmean") * T * T
 
+_TEACHER_MEMO: dict = {}   # per process: (teacher key, batch's bytes) -> the teacher's logits (oldest dropped first)
+TEACHER_MEMO_MAX = 20_000   # batches remembered (32 x 10 logits each in the quick recovery: ~1.3 kB)
+
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    "The frozen teacher's logits on batch `x` (eval mode, on x's device)."
-    return teacher.to(x.device).eval()(x)
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, key=None) -> torch.Tensor:
+    """The frozen teacher's logits on batch `x` (eval mode, on x's device). `key` (what makes the teacher's output a
+    function of `x` alone: its weights' hash, layout, thread count): remembered per process with the batch's bytes.
+    Every cell of one model distils from the same teacher on the same seeded batches, so its logits are computed once
+    per process instead of once per cell (the same kernels on the same bytes give the same logits)."""
+    if key is None: return teacher.to(x.device).eval()(x)
+    k = (key, str(x.device), tensor_hash(x))
+    if k not in _TEACHER_MEMO:
+        while len(_TEACHER_MEMO) >= TEACHER_MEMO_MAX: _TEACHER_MEMO.pop(next(iter(_TEACHER_MEMO)))
+        _TEACHER_MEMO[k] = teacher.to(x.device).eval()(x)
+    return _TEACHER_MEMO[k]
 
 def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps: int | None = None, batch_size: int = 128,
                 lr: float = 0.05, optimizer: str = "sgd", schedule: str = "onecycle", weight_decay: float = 5e-4,
@@ -149,6 +160,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last: model.to(memory_format=fmt)
     if channels_last and teacher is not None: teacher.to(memory_format=fmt)   # its input is channels-last too
+    tkey = (tensor_hash(*teacher.state_dict().values()), str(fmt), torch.get_num_threads()) if teacher is not None else None
     g = set_seed(seed)
     batch_size = min(batch_size, len(split))
     per_epoch = len(split) // batch_size
@@ -163,7 +175,7 @@ def train_model(model: nn.Module, split: Split, *, epochs: float = 1, max_steps:
             x, y = normalize(x.to(device), split.mean, split.std).contiguous(memory_format=fmt), split.y[idx].to(device)
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
-            if teacher is not None: loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(out, teacher_logits(teacher, x), kd_temperature)
+            if teacher is not None: loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(out, teacher_logits(teacher, x, tkey), kd_temperature)
             if extra_loss is not None: loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
             step += 1; seen += len(y); correct += (out.argmax(1) == y).sum().item()

@@ -51,7 +51,9 @@ def _prune_layers_to(model, sparsity: float):
     for m, n in _mask_targets(model):
         total = m.weight.numel(); now = total - int(m.weight.count_nonzero()) if hasattr(m, "weight_mask") else 0
         more = round(sparsity * total) - now
-        if more > 0: prune.l1_unstructured(m, n, amount=more)
+        if more > 0:   # scores: torch's default (the weight as masked so far), as a contiguous copy: the recovery
+                       # trains channels-last, and torch's L1Unstructured views its scores flat
+            prune.l1_unstructured(m, n, amount=more, importance_scores=getattr(m, n).detach().contiguous())
 
 @register("agp", "unstructured", kind="sparsity", grid=(0.5, 0.7, 0.9), bounds=(0, 0.99), trains=False,
           recovery="the pruning schedule runs over the recovery steps", granularity="weight", criterion="magnitude_gradual",

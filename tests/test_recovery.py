@@ -121,6 +121,28 @@ def test_kd_recovery_uses_the_teacher(trained):
     assert any(not torch.allclose(x, y) for x, y in zip(a.parameters(), d.parameters()))
 
 
+def test_teacher_logits_memo_changes_nothing_and_keys_on_the_teacher(trained):
+    "The per-process memo of the teacher's logits: the same model as computing them again, and a new teacher is asked."
+    from metacompress import finetune as ft
+    net, data, _ = trained
+    def distil(teacher):
+        m = copy.deepcopy(net)
+        train_model(m, data, max_steps=3, batch_size=32, lr=0.01, progress=False, bn_eval=True, channels_last=True,
+                    teacher=teacher, kd_alpha=1.0)
+        return list(m.parameters())
+    ft._TEACHER_MEMO.clear()
+    a = distil(net); assert len(ft._TEACHER_MEMO) == 3                    # one entry per step's batch
+    b = distil(net); assert len(ft._TEACHER_MEMO) == 3                    # the same batches: remembered
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in other.parameters(): p.mul_(0.5)
+    c = distil(other)                                                    # another teacher on the same batches
+    ft._TEACHER_MEMO.clear(); d = distil(other)
+    assert all(torch.equal(x, y) for x, y in zip(c, d)), "a memo hit must give what the teacher computes"
+    assert any(not torch.equal(x, y) for x, y in zip(a, c))
+
+
 def test_slim_lambda_reaches_the_loss_and_gamma_shrinks(trained):
     net, data, _ = trained
     kw = dict(recovery_steps=0, bn_images=0, batch_size=32, lr=0.05, slim_sparsity_steps=10, calib_images=16, latency_repeats=1, latency_warmup=0)
