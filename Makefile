@@ -8,11 +8,14 @@ VERBOSE ?=
 JOBS    ?=
 STEPS   := data finetune generate compress extract predict evaluate recommend
 STAMP   := .make/installed
+# glibc malloc: no mmap'd chunks, no trimming (core.MALLOC_ENV: the same numbers at 41 % less CPU in the grid's cells; make bench-malloc)
+export MALLOC_MMAP_MAX_ ?= 0
+export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 RUN     := $(PYTHON) -c 'from metacompress.run import main; main()'
 # VERBOSE=1: also the notebooks' printed output and a failing step's full traceback; JOBS=n: steps of `reproduce` side by side
 FLAGS    = $(if $(FORCE),--force) $(if $(ENGINE),--engine $(ENGINE)) $(if $(VERBOSE),--verbose)
 
-.PHONY: help install test test-nbs test-py check-sync reproduce restore-cells check docs bench bench-eval bench-recovery bench-ray readme lab clean-runs clean-cache $(STEPS)
+.PHONY: help install test test-nbs test-py check-sync reproduce restore-cells check docs bench bench-eval bench-recovery bench-malloc bench-ray readme lab clean-runs clean-cache $(STEPS)
 
 help:  ## this list
 	@grep -E '^[a-z][a-zA-Z_ -]*:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 22
@@ -57,6 +60,9 @@ bench-eval: install  ## evaluation img/s per zoo member: the grid's logits_of (i
 
 bench-recovery: install  ## recovery img/s per zoo member (distillation steps, select scoring): channels-last over the default layout (ratios)
 	$(PYTHON) -c 'from metacompress.bench import recovery_main; recovery_main()'
+
+bench-malloc: install  ## CPU seconds of zoo members' evaluation + distillation with glibc's default allocator over core.MALLOC_ENV (ratios)
+	$(PYTHON) -c 'from metacompress.bench import malloc_main; malloc_main()'
 
 bench: install  ## data-path benchmark: training-loop img/s over bare step img/s (target >= 0.85)
 	$(PYTHON) -c 'from metacompress.bench import main; main()'

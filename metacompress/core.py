@@ -14,10 +14,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['PROFILES', 'STEPS', 'SECTIONS', 'PARAM_TYPES', 'PARAM_RANGES', 'NAME_KEYS', 'PARAM_REGISTRIES', 'PARAM_NULLABLE',
-           'package_dir', 'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'ProfileError', 'profiles_dir',
-           'profile_path', 'load_profile', 'step_params', 'notebook_path', 'declared_parameters', 'register_names',
-           'validate_profile', 'set_seed', 'get_device', 'get_logger', 'loud_warning', 'atomic_path', 'save_json',
-           'load_json', 'save_torch', 'load_torch', 'set_module', 'tensor_hash', 'file_sha256']
+           'MALLOC_ENV', 'package_dir', 'project_root', 'data_dir', 'profile_dir', 'figures_dir', 'ProfileError',
+           'profiles_dir', 'profile_path', 'load_profile', 'step_params', 'notebook_path', 'declared_parameters',
+           'register_names', 'validate_profile', 'set_seed', 'get_device', 'get_logger', 'loud_warning', 'atomic_path',
+           'save_json', 'load_json', 'save_torch', 'load_torch', 'set_module', 'tensor_hash', 'file_sha256']
 
 # %% ../nbs/00_core.ipynb #bb279941
 def _is_checkout(d: Path) -> bool:
@@ -261,6 +261,13 @@ def set_seed(seed: int) -> torch.Generator:
     "Seed python, numpy and torch; return a torch generator seeded the same way for explicit use."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+# glibc's allocator hands every large freed block back to the kernel (mmap / munmap) and faults it in again at the next
+# batch: a GoogLeNet + DenseNet pair of grid cells spent 37 % of its CPU time in the kernel (22 M page faults). Without
+# mmap'd chunks and trimming, freed memory is reused: the same numbers at 41 % less CPU (`make bench-malloc`). Read at
+# a process's start: the Makefile exports it and `metacompress-run` gives it to the steps it starts (a value already
+# in the environment wins).
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(64 << 30)}
 
 def get_device(pref: str = "auto") -> torch.device:
     "'auto' takes CUDA when present, else the CPU (MPS is opt-in: several ops used here lack kernels)."

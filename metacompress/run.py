@@ -15,7 +15,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from PIL import Image
 
-from .core import (STEPS, PROFILES, ProfileError, atomic_path, declared_parameters, figures_dir, file_sha256, get_logger, load_json,
+from .core import (MALLOC_ENV, STEPS, PROFILES, ProfileError, atomic_path, declared_parameters, figures_dir, file_sha256, get_logger, load_json,
                                profile_dir, project_root, save_json, step_params, validate_profile)
 from . import cifar_zoo, compress, features   # noqa: F401 - they register the names profile checks know
 
@@ -686,6 +686,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--since", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--wait-for", action="append", default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    for k, v in MALLOC_ENV.items(): os.environ.setdefault(k, v)   # the steps' kernels and grid workers inherit it
     if a.engine: os.environ["METACOMPRESS_ENGINE"] = a.engine
     if a.step == "check-sync": sys.exit(0 if check_sync() else 1)
     if a.step == "readme": write_readme(); return

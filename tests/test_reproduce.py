@@ -166,3 +166,11 @@ def test_reproduce_runs_steps_in_order_and_checks_the_manifest(tmp_path, monkeyp
     assert "2 figure/table file(s)" in msg and "step 'data' did not run in this run" in msg, msg
     assert "b.txt is older than its step's last run" in msg and "make finetune PROFILE=smoke FORCE=1" in msg, msg
     assert load_run_record("smoke")["reproduce"]["status"] == "manifest failed"
+
+
+def test_makefile_exports_the_allocator_settings_the_runner_gives_its_steps():
+    "The Makefile's MALLOC_* exports and core.MALLOC_ENV (what metacompress-run gives every step) are the same settings."
+    import re
+    from metacompress.core import MALLOC_ENV, project_root
+    make = dict(re.findall(r"^export (MALLOC_\w+) \?= (\S+)$", (project_root() / "Makefile").read_text(), re.M))
+    assert make == MALLOC_ENV, (make, MALLOC_ENV)
