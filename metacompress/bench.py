@@ -114,7 +114,7 @@ def recovery_main(argv=None):
         print(f"{r['model']:24s} train {r['train_default_img_s']:6.1f} -> {r['train_cl_img_s']:6.1f} img/s (x{r['train_ratio']:.2f})  "
               f"score {r['score_default_img_s']:6.1f} -> {r['score_cl_img_s']:6.1f} img/s (x{r['score_ratio']:.2f})", flush=True)
 
-# %% ../nbs/98_bench.ipynb #f08ffe0c
+# %% ../nbs/98_bench.ipynb #6765f8f1
 _MALLOC_WORKLOAD = '''
 import copy, sys, torch
 torch.set_num_threads(1)
