@@ -174,3 +174,14 @@ def test_makefile_exports_the_allocator_settings_the_runner_gives_its_steps():
     from metacompress.core import MALLOC_ENV, project_root
     make = dict(re.findall(r"^export (MALLOC_\w+) \?= (\S+)$", (project_root() / "Makefile").read_text(), re.M))
     assert make == MALLOC_ENV, (make, MALLOC_ENV)
+
+
+def test_runner_gives_its_steps_the_allocator_settings(monkeypatch):
+    "metacompress-run puts core.MALLOC_ENV in the environment its steps' kernels and grid workers inherit (unless set)."
+    import os
+    from metacompress import run
+    from metacompress.core import MALLOC_ENV
+    for k in MALLOC_ENV: monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(run, "verify_manifest", lambda profile: None)   # the cheapest subcommand, its work stubbed
+    run.main(["check", "--profile", "smoke"])
+    assert {k: os.environ.get(k) for k in MALLOC_ENV} == MALLOC_ENV
