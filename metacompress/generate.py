@@ -34,7 +34,7 @@ __all__ = ['log', 'LOCAL_EDM_VERSION', 'EDM_REQUIRED', 'EDM_URL_HINT', 'parse_se
            'generate_dataset', 'load_generated', 'frechet_distance', 'logits_and_features', 'best_classifier',
            'plot_grid', 'real_reference', 'score_images', 'edm_quality', 'choose_guidance', 'pick_guidance',
            'benchmark_sampler', 'main', 'GenerateSettings', 'train_local_edm', 'load_network', 'guidance_weight',
-           'quality_record', 'run_generate']
+           'quality_record', 'prepare_network', 'run_generate']
 
 # %% ../nbs/03_generate.ipynb #cdd41963
 def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
@@ -763,14 +763,24 @@ def quality_record(ds: dict, q: dict, bench: dict, net: nn.Module, net_id: str, 
     return quality
 
 # %% ../nbs/03_generate.ipynb #62293297
-def run_generate(profile: str, settings: GenerateSettings | None = None, progress: bool = True) -> dict[str, Path]:
-    "The step: network, guidance weight, `data/generated/<profile>/edm.pt`, `figures/<profile>/edm_quality.json` and `edm_grid.png`."
-    s = settings or GenerateSettings()
+def prepare_network(profile: str, s: GenerateSettings, progress: bool = True) -> dict:
+    """The step's first part, which reads the splits and nothing of the zoo (so `make reproduce` runs it beside
+    `finetune`): seed, device, threads and the network trained, resumed or loaded, with its seconds."""
     set_seed(s.seed); dev = get_device(s.device)
     if s.threads: torch.set_num_threads(int(s.threads))
-    t_step, load_start = time.monotonic(), os.getloadavg()[0]   # the machine's load explains most speed differences between runs
+    t0, load_start = time.monotonic(), os.getloadavg()[0]   # the machine's load explains most speed differences between runs
     net, train_info, net_id = load_network(profile, s, dev, progress)
     log.info(f"{net_id}: {n_params(net) / 1e6:.2f} M parameters")
+    return dict(net=net, train_info=train_info, net_id=net_id, device=dev, load_start=load_start, seconds=time.monotonic() - t0)
+
+def run_generate(profile: str, settings: GenerateSettings | None = None, progress: bool = True,
+                 network: dict | None = None) -> dict[str, Path]:
+    """The step: network (`network` = `prepare_network`'s result, else prepared here), guidance weight,
+    `data/generated/<profile>/edm.pt`, `figures/<profile>/edm_quality.json` and `edm_grid.png`."""
+    s = settings or GenerateSettings()
+    network = network or prepare_network(profile, s, progress)
+    net, train_info, net_id, dev, load_start = (network[k] for k in ("net", "train_info", "net_id", "device", "load_start"))
+    t_rest = time.monotonic()
     splits = load_splits(profile)
     clf = best_classifier(load_zoo(profile), splits.ideal, s.n_select, dev)
     guidance = guidance_weight(net, s, clf[1], splits.ideal, dev)
@@ -780,7 +790,8 @@ def run_generate(profile: str, settings: GenerateSettings | None = None, progres
                           progress=progress, **s.sampler())
     q = edm_quality(ds["images"], ds["labels"], None, splits.test, splits.ideal, n_real=s.n_real, device=dev, classifier=clf)
     bench = benchmark_sampler(net, n=min(s.batch, 32), batch=min(s.batch, 32), num_steps=s.steps, device=dev, guidance=guidance[0])
-    quality = quality_record(ds, q, bench, net, net_id, guidance, train_info, s, dev, load_start, time.monotonic() - t_step, profile)
+    quality = quality_record(ds, q, bench, net, net_id, guidance, train_info, s, dev, load_start,
+                             network["seconds"] + time.monotonic() - t_rest, profile)
     figs = figures_dir(profile)
     paths = {"dataset": dataset_path(profile), "quality": save_json(quality, figs / "edm_quality.json"), "grid": figs / "edm_grid.png"}
     plot_grid(ds["images"], ds["labels"], paths["grid"], per_class=s.grid_per_class, class_names=splits.classes,

@@ -25,8 +25,8 @@ __all__ = ['NOISE', 'KERNEL_START_TRIES', 'DEPENDS', 'LATE_NEEDS', 'CHROMIUM_HIN
            'manifest_path', 'load_manifest', 'settings_requirements', 'requirement_name', 'package_versions',
            'hardware', 'git_state', 'run_record_path', 'load_run_record', 'update_run_record', 'step_outputs',
            'step_state', 'step_status_line', 'StepFailed', 'Interrupted', 'StepStream', 'usable_cores',
-           'kernel_start_failed', 'run_step', 'ManifestError', 'check_manifest', 'run_status_lines', 'verify_manifest',
-           'schedule', 'run_all', 'check_sync', 'render_readme', 'readme_figures', 'execute_index',
+           'kernel_start_failed', 'cell_needs', 'run_step', 'ManifestError', 'check_manifest', 'run_status_lines',
+           'verify_manifest', 'schedule', 'run_all', 'check_sync', 'render_readme', 'readme_figures', 'execute_index',
            'render_fresh_readme', 'write_readme', 'executed_notebooks', 'notebook_errors', 'notebook_title',
            'render_page', 'build_docs', 'publish_notebooks', 'find_chromium', 'screenshot', 'image_outputs',
            'check_site', 'main']
@@ -247,12 +247,17 @@ def kernel_start_failed(e: BaseException) -> bool:
     return not isinstance(e, PapermillExecutionError) and any(s in str(e) for s in ("Kernel died before replying to kernel_info",
                                                                                       "Address already in use"))
 
+def cell_needs(src: str, patterns: list[str]) -> bool:
+    """Whether a cell calls one of `patterns` when it runs: an `#| export` cell only defines functions (a pattern in a
+    function's body runs when a later cell calls it), so it never waits."""
+    return not src.lstrip().startswith("#| export") and any(p in src for p in patterns)
+
 def run_step(step: str, profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False,
              wait_for: dict[str, list[str]] | None = None, since: float | None = None, validate: bool = True) -> Path:
     """Execute one step's notebook through papermill, recording it in the run record; returns the executed copy's path.
     What the step writes to stderr (warnings, logs, progress bars) reaches the terminal as `[step] ...` lines (stdout
     too with `log_output`); a failing step raises `StepFailed` (one line: step, message, executed notebook).
-    `wait_for` = `{step: [code patterns]}`: a cell containing a pattern waits until that step finished in this run."""
+    `wait_for` = `{step: [code patterns]}`: a cell that runs a pattern (`cell_needs`) waits until that step finished in this run."""
     nb = notebook_for(step)
     if not nb.is_file(): raise FileNotFoundError(f"step {step!r} has no notebook yet ({nb})")
     if validate: validate_profile(profile, [step])
@@ -271,7 +276,7 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
                StepStream(step, every=2.0 if log_output else 30.0, on_progress=on_progress)]
     def hold(src):
         for other, pats in (wait_for or {}).items():
-            if any(p in src for p in pats): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
+            if cell_needs(src, pats): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     def timing():
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
@@ -354,8 +359,9 @@ def verify_manifest(profile: str, since: float | None = None, steps: list[str] |
 DEPENDS = {"data": [], "finetune": ["data"], "generate": ["data"], "compress": ["finetune"],
            "extract": ["finetune", "generate"], "predict": ["extract"], "evaluate": ["predict"], "recommend": ["predict"]}
 # Files a step reads only late: it starts without them, and the cell that reads them waits until their step finished.
-# (03_generate trains the EDM on the splits alone; the zoo only picks the scoring classifier and the guidance weight.)
-LATE_NEEDS = {"generate": {"finetune": ["load_zoo(", "load_zoo_model("]}}
+# (03_generate trains the EDM on the splits alone, `prepare_network`; the zoo only picks the scoring classifier and the
+# guidance weight, in `run_generate`.)
+LATE_NEEDS = {"generate": {"finetune": ["load_zoo(", "load_zoo_model(", "run_generate("]}}
 
 def _late_needs(step: str) -> dict[str, list[str]]:
     "The late needs of `step` whose pattern its notebook really contains (a need without one is an ordinary dependency)."
