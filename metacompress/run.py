@@ -220,13 +220,13 @@ def _wait_for_steps(profile: str, needs: list[str], since: float, step: str, pol
         time.sleep(poll)
 
 def _engine(hold):
-    "A papermill engine that calls `hold(cell_source)` before each cell starts (the runner's late dependencies)."
+    "A papermill engine that calls `hold(cell_source, cell_type)` before each cell starts (the runner's late dependencies)."
     class _HoldingEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kw):
             start = nb_man.cell_start
             def cell_start(cell, cell_index=None, **k):
-                hold(cell.source); return start(cell, cell_index, **k)
+                hold(cell.source, cell.cell_type); return start(cell, cell_index, **k)
             nb_man.cell_start = cell_start
             return super().execute_managed_notebook(nb_man, kernel_name, **kw)
     papermill_engines.register("metacompress", _HoldingEngine)
@@ -247,10 +247,10 @@ def kernel_start_failed(e: BaseException) -> bool:
     return not isinstance(e, PapermillExecutionError) and any(s in str(e) for s in ("Kernel died before replying to kernel_info",
                                                                                       "Address already in use"))
 
-def cell_needs(src: str, patterns: list[str]) -> bool:
-    """Whether a cell calls one of `patterns` when it runs: an `#| export` cell only defines functions (a pattern in a
-    function's body runs when a later cell calls it), so it never waits."""
-    return not src.lstrip().startswith("#| export") and any(p in src for p in patterns)
+def cell_needs(src: str, patterns: list[str], cell_type: str = "code") -> bool:
+    """Whether a cell calls one of `patterns` when it runs: prose runs nothing, and an `#| export` cell only defines
+    functions (a pattern in a function's body runs when a later cell calls it), so neither waits."""
+    return cell_type == "code" and not src.lstrip().startswith("#| export") and any(p in src for p in patterns)
 
 def run_step(step: str, profile: str = "quick", force: bool = False, progress: bool = True, log_output: bool = False,
              wait_for: dict[str, list[str]] | None = None, since: float | None = None, validate: bool = True) -> Path:
@@ -274,9 +274,9 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
             last["t"] = time.monotonic(); update_run_record(profile, step, merge=True, progress=pr)
     streams = [StepStream(step, every=2.0 if log_output else 30.0, on_progress=on_progress, show=log_output),
                StepStream(step, every=2.0 if log_output else 30.0, on_progress=on_progress)]
-    def hold(src):
+    def hold(src, cell_type):
         for other, pats in (wait_for or {}).items():
-            if cell_needs(src, pats): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
+            if cell_needs(src, pats, cell_type): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     def timing():
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
