@@ -117,9 +117,10 @@ CSV_COLUMNS = ["model", "method", "family", "granularity", "criterion", "level",
                "latency_b64_ms", "latency_fp32_b1_ms", "latency_fp32_b64_ms", "runtime", "int8_ranges", "seconds",
                "seconds_compress", "seconds_recovery", "recovery_steps", "structure", "slim_l1", "sparsity_steps", "notes"]
 
-METHODS_VERSION = 7   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
+METHODS_VERSION = 8   # bump when a method's code changes what it produces: 05_extract's cached cells are then recomputed
                       # (6: a recovery keeps a later candidate only when it is lower by a paired standard error;
-                      #  7: the recovery trains, re-estimates BatchNorm and scores its candidates channels-last: other rounding)
+                      #  7: the recovery trains, re-estimates BatchNorm and scores its candidates channels-last: other rounding;
+                      #  8: ... by two paired standard errors, recovery.KEEP_Z)
 
 def grid_cells(methods="all", levels="all") -> list[tuple[str, Any]]:
     """(method, level) cells: `methods` 'all' or names; `levels` 'all' (each method's grid), 'first' (its first

@@ -74,7 +74,7 @@ def draw_sources(splits, generated: dict | None, n: int, names=SOURCES, seed: in
     return {k: out[k] for k in names}
 
 # %% ../nbs/05_extract.ipynb #a6700fed
-FEATURES_VERSION = 2   # bump when a feature's code changes: every cell is then recomputed
+FEATURES_VERSION = 3   # bump when a feature's code changes: every cell is then recomputed
 _PROC: dict = {}    # per-process: splits, zoo models, base caches
 
 def zoo_member(profile: str, name: str):
@@ -142,7 +142,8 @@ def _not_applicable_rows(key, reason, arch, sources) -> list[dict]:
     m = get_method(key["method"])
     rep = {"method": key["method"], "family": m.family, "level": key["level"]}
     f = {n: float("nan") for n in FEATURES.name} | arch | compression_features(rep)
-    return [{**_keys(key, src, False, reason, n), **f, **{t: float("nan") for t in TARGET_COLUMNS + TIMES}, "curvature_setup": "none"}
+    return [{**_keys(key, src, False, reason, n), **f, **{t: float("nan") for t in TARGET_COLUMNS + TIMES}, "curvature_setup": "none",
+             "curvature_residual": float("nan")}
             for src, n in sources.items()]
 
 def _keys(key, source, applicable, reason, source_n: int) -> dict:
@@ -176,13 +177,14 @@ def extract_cell(key: dict, job: ExtractJob) -> dict:
     rows, mc = [], {}
     for src, split in sources.items():
         t0 = time.perf_counter()
-        f = cell_features(model, base, split, report=rep, meta=meta, settings=job.settings, base_cache=fcache,
+        fs = job.settings if job.settings.curvature_on(name, src) else dataclasses.replace(job.settings, curvature_n=0)
+        f = cell_features(model, base, split, report=rep, meta=meta, settings=fs, base_cache=fcache,
                           model_cache=mc, seed=int(key["seed"]))
         t_all = time.perf_counter() - t0; t_curv = f.pop("_t_curvature", 0.0)
         rows.append({**_keys(key, src, True, "", len(split) if split is not None else 0), **{c: f[c] for c in FEATURES.name}, **y,
                      "t_compress": float(rep["seconds_compress"]), "t_recovery": float(rep["seconds_recovery"]),
                      "t_features": t_all - t_curv, "t_curvature": t_curv, "t_test": t_test,
-                     "curvature_setup": f["curvature_setup"]})
+                     "curvature_setup": f["curvature_setup"], "curvature_residual": f["curvature_residual"]})
     rep.update(test_acc=acc, test_loss=loss, eval_n=n)
     return {"rows": rows, "report": {k: v for k, v in rep.items() if isinstance(v, (str, int, float, bool, type(None)))}}
 

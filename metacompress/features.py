@@ -175,6 +175,8 @@ class FeatureSettings:
     lanczos_iter: int = 6
     trace_matvecs: int = 6
     proxies: bool = True
+    curvature_models: list | None = None        # curvature only for these zoo members (None: every model)
+    curvature_sources: list | None = None       # ... and on these eval sources (None: every source)
 
     @classmethod
     def from_params(cls, params: dict, *, others=()) -> "FeatureSettings":
@@ -189,12 +191,19 @@ class FeatureSettings:
         "The settings in the profile's key names (the inverse of `from_params`)."
         return {key: getattr(self, field) for key, field in FEATURE_PARAMS.items()}
 
+    def curvature_on(self, model: str, source: str) -> bool:
+        "Whether the cell of zoo member `model` computes curvature on eval source `source`."
+        return (self.curvature_n > 0 and (self.curvature_models is None or model in self.curvature_models)
+                and (self.curvature_sources is None or source in self.curvature_sources))
+
 # profile key -> FeatureSettings field (a profile's `batch_size` is the recovery's, so the features' is `feature_batch`)
 FEATURE_PARAMS = {"feature_batch": "batch_size", **{f.name: f.name for f in fields(FeatureSettings) if f.name != "batch_size"}}
 
 def curvature_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: FeatureSettings, seed: int = 0) -> tuple[dict, str]:
-    "({f_src_hess_eig1..3, f_src_hess_trace}, setup string) on the batch (x, y)."
-    nan = float("nan"); out = {f"f_src_hess_eig{i}": nan for i in (1, 2, 3)} | {"f_src_hess_trace": nan}
+    """({f_src_hess_eig1..3, f_src_hess_trace, curvature_residual}, setup string) on the batch (x, y).
+    `curvature_residual`: the top Ritz pair's ‖Hv − λv‖ / |λ| after the last Lanczos step (|β_m s_m,1| / |λ_1|, Paige 1971),
+    how far from converged the reported eigenvalue is."""
+    nan = float("nan"); out = {f"f_src_hess_eig{i}": nan for i in (1, 2, 3)} | {"f_src_hess_trace": nan, "curvature_residual": nan}
     if s.curvature_n <= 0 or (s.lanczos_k <= 0 and s.trace_matvecs <= 0): return out, "none"
     setup = f"lanczos k={s.lanczos_k} iter={s.lanczos_iter}; hutch++ {s.trace_matvecs} mv; {len(x)} img"
     model.eval()
@@ -205,8 +214,10 @@ def curvature_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Fe
         with torch.enable_grad():
             if s.lanczos_k > 0:
                 k = min(s.lanczos_k, 3, op.size)
-                ev = he.lanczos(op, k=k, max_iter=max(s.lanczos_iter, k + 1) if op.size > k + 1 else None, seed=seed).eigenvalues
-                for i, v in enumerate(sorted((float(v) for v in ev), key=abs, reverse=True)[:3]): res[f"f_src_hess_eig{i + 1}"] = v
+                r = he.lanczos(op, k=k, max_iter=max(s.lanczos_iter, k + 1) if op.size > k + 1 else None, seed=seed)
+                order = sorted(range(len(r.eigenvalues)), key=lambda i: -abs(float(r.eigenvalues[i])))
+                for j, i in enumerate(order[:3]): res[f"f_src_hess_eig{j + 1}"] = float(r.eigenvalues[i])
+                top = order[0]; res["curvature_residual"] = float(r.residuals[top]) / max(abs(float(r.eigenvalues[top])), 1e-12)
             if s.trace_matvecs > 0:
                 res["f_src_hess_trace"] = float(he.trace(op, num_matvecs=s.trace_matvecs, method="hutch++", seed=seed).estimate)
         return res
@@ -247,7 +258,7 @@ def cell_features(model: nn.Module, base: nn.Module, source: Split | None, *, re
     the eval images `source` (a Split whose labels are the source's labels), or data-free only when `source` is
     None (source-dependent columns NaN). `report`: `compress()`'s report; `meta`: zoo metadata. `base_cache` /
     `model_cache`: dicts reused across calls with the same base / compressed model. Also returns, under the
-    non-feature key `curvature_setup`, what the Hessian features used."""
+    non-feature keys `curvature_setup` and `curvature_residual`, what the Hessian features used and how converged."""
     s = settings or FeatureSettings(); bc = base_cache if base_cache is not None else {}
     mc = model_cache if model_cache is not None else {}
     model, base = model.cpu().eval(), base.cpu().eval()
@@ -258,7 +269,7 @@ def cell_features(model: nn.Module, base: nn.Module, source: Split | None, *, re
         st["f_synflow"] = synflow(model, source.x.shape[-1] if source is not None else 32) if s.proxies else float("nan")
         mc["static"] = st
     out = {name: float("nan") for name in FEATURES.name} | bc["arch"] | mc["static"]
-    out["curvature_setup"] = "none"
+    out["curvature_setup"], out["curvature_residual"] = "none", float("nan")
     if source is None: return out
     if len(source) == 0: raise ValueError("the eval source has no images: pass source=None for data-free features")
     set_seed(seed)

@@ -313,6 +313,7 @@ def member_recipe(name: str, s: dict, splits) -> dict:
         return {"kind": "pretrained", "weights": cifar_zoo.weights_source(name), "steps": s["pt_steps"], "batch_size": s["pt_batch_size"],
                 "lr": s["pt_lr"], "optimizer": s["pt_optimizer"], "schedule": s["pt_schedule"], "label_smoothing": s["pt_label_smoothing"],
                 "bn_eval": s["pt_bn_eval"], "seed": s["seed"], "data_hash": splits.data_hash,
+                **({"rounds": s["pt_rounds"]} if s.get("pt_rounds", 1) > 1 else {}),
                 **({"transfer": tr} if (tr := transfer_settings(s, splits)) else {"keep": "clearly_lower_on_ideal"})}
     return {"kind": "torchvision", "weights": s["weights"], "stem": s["stem"], "epochs": s["epochs"], "batch_size": s["batch_size"],
             "lr": s["lr"], "optimizer": s["optimizer"], "schedule": s["schedule"], "label_smoothing": s["label_smoothing"],
@@ -338,6 +339,19 @@ def finetune_member(key: dict, common: dict) -> dict:
         hist = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
                            optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
                            seed=s["seed"], device=device, desc=name, progress=s["progress"], channels_last=cl, bn_eval=tr["bn_eval"])
+        rounds = 1
+        if untouched is not None:        # touch-up rounds while each is kept: a member is left at its plateau on the ideal
+            kept = keep_touch_up(model.cpu(), untouched, getattr(splits, "ideal", None))   # images, so the recovery of
+            while kept == "finetuned" and rounds < s.get("pt_rounds", 1):                  # the `none` cell has nothing
+                untouched = {k: v.detach().clone() for k, v in model.state_dict().items()} # left to gain (issue 18)
+                more = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
+                                   optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
+                                   seed=s["seed"] + rounds, device=device, desc=f"{name} round {rounds + 1}", progress=s["progress"],
+                                   channels_last=cl, bn_eval=tr["bn_eval"])
+                hist = {**hist, "steps": hist["steps"] + more["steps"], "seconds": hist["seconds"] + more["seconds"]}
+                kept = keep_touch_up(model.cpu(), untouched, getattr(splits, "ideal", None)); rounds += 1
+            if rounds > 1 and kept != "finetuned": kept = "finetuned"   # an undone later round leaves the earlier ones kept
+            untouched = None
     else:
         hist = train_model(model, splits.train, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
                            schedule=s["schedule"], label_smoothing=s["label_smoothing"], seed=s["seed"], device=device, desc=name,
@@ -359,7 +373,7 @@ def finetune_member(key: dict, common: dict) -> dict:
             "optimizer": s["pt_optimizer"] if pre else s["optimizer"], "schedule": s["pt_schedule"] if pre else s["schedule"],
             "train_images": len(splits.train), "channels_last": bool(cl),
             "train_seconds": round(hist["seconds"], 1), "train_images_per_s": round(hist["images_per_s"], 1),
-            "test_acc_before": before, "finetune_kept": kept, "test_acc": res["acc"], "test_loss": res["loss"], "test_n": res["n"],
+            "test_acc_before": before, "finetune_kept": kept, "finetune_rounds": rounds if pre else None, "test_acc": res["acc"], "test_loss": res["loss"], "test_n": res["n"],
             **model_stats(model, isz), "seconds": round(time.perf_counter() - t0, 1)}
     return {"meta": meta, "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
 
@@ -418,7 +432,7 @@ def zoo_seed_spread(splits, names: list[str], seeds: list[int], *, engine: str =
 # ~120 -> ~260, shufflenet 241 -> 309, densenet121 41 -> 58; resnet18 and regnet unchanged)
 CHANNELS_LAST_FASTER = ("mobilenet", "shufflenet", "densenet")
 ZOO_COLUMNS = ["name", "family", "weights_source", "params", "macs", "size_mb", "claimed_acc", "test_acc_before", "finetune_kept",
-               "test_acc", "train_seconds", "seconds"]
+               "finetune_rounds", "test_acc", "train_seconds", "seconds"]
 
 # %% ../nbs/02_finetune.ipynb #b2bd399a
 @dataclass
@@ -444,6 +458,7 @@ class FinetuneSettings(StepSettings):
     pt_optimizer: str = "sgd"
     pt_schedule: str = "cosine"
     pt_label_smoothing: float = 0.0
+    pt_rounds: int = 1                               # up to this many touch-ups of pt_steps, each kept only if it clearly lowers the ideal loss
     pt_bn_eval: bool = True                          # BatchNorm keeps its running statistics in the short fine-tune
     transfer_steps: int | None = None                # a new label set (fresh head): steps of pt_batch_size (None: 10 x pt_steps)
     transfer_lr: float | None = None                 # its peak lr (None: 10 x pt_lr)
@@ -464,7 +479,7 @@ class FinetuneSettings(StepSettings):
         "The settings a member cell gets (`finetune_member`'s `common['settings']`; the recipe, hence the resume key, comes from them)."
         return {k: getattr(self, k) for k in ("weights", "stem", "epochs", "batch_size", "lr", "optimizer", "schedule",
                                               "label_smoothing", "seed", "device", "pt_steps", "pt_batch_size", "pt_lr",
-                                              "pt_optimizer", "pt_schedule", "pt_label_smoothing", "pt_bn_eval",
+                                              "pt_optimizer", "pt_schedule", "pt_label_smoothing", "pt_bn_eval", "pt_rounds",
                                               "transfer_steps", "transfer_lr", "channels_last", "progress")}
 
     def zoo_engine_options(self) -> dict | None:

@@ -55,7 +55,7 @@ def correct_ptq_statistics(q: nn.Module, ctx: Context) -> str:
     training images), the activation ranges then calibrated again (`recalibrate_after_bn`). Of {as calibrated, corrected
     on augmented images, corrected on clean images}, `kept_outcome` picks one on the select images (training data),
     the rule of every recovery: a corrected one replaces the kept model only when its cross-entropy there is lower by
-    more than one paired standard error (a tie keeps PTQ as published). The choice is in `ctx.extra['ptq_statistics']`. Measured (2,500 test images, no recovery): plain56
+    more than `KEEP_Z` paired standard errors (a tie keeps PTQ as published). The choice is in `ctx.extra['ptq_statistics']`. Measured (2,500 test images, no recovery): plain56
     8-bit min-max 0.854 float -> 0.800 as calibrated, 0.850 corrected on clean images (0.832 on augmented ones);
     ResNet-56 0.934 -> 0.932 as calibrated, 0.932 corrected on augmented images, 0.898 on clean ones. No select
     images, no BatchNorm or `bn_images` 0: `q` as calibrated. Returns the kept candidate's name."""

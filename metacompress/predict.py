@@ -19,18 +19,19 @@ from tqdm.auto import tqdm
 from xgboost import XGBRegressor
 
 from .core import atomic_path, data_dir, figures_dir, get_logger, load_json, profile_dir, save_json
-from .schema import CATEGORICAL, KEYS, SOURCES, feature_columns
+from .schema import CATEGORICAL, FEATURES, KEYS, SOURCES, feature_columns
 from .settings import StepSettings
 
 log = get_logger()
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'STRICT_FAMILIES', 'REQUIRED', 'TARGETS', 'PREDICTORS', 'check_metadata', 'metadata_path',
-           'load_metadata', 'make_synthetic_metadata', 'FeatureSchema', 'target_values', 'to_accuracy', 'xgb_model',
-           'fit_models', 'cell_table', 'split_groups', 'group_folds', 'inner_splits', 'tune', 'conformal_offset',
-           'Predictor', 'train_predictor', 'save_predictor', 'load_predictor', 'linear_baseline', 'calibrated_proxy',
-           'cross_validate', 'covered', 'score_predictions', 'mae_per_method', 'PredictSettings', 'feature_importance',
-           'write_predict_figures', 'run_predict']
+__all__ = ['log', 'SPLITS', 'STRICT_FAMILIES', 'REQUIRED', 'TARGETS', 'PREDICTORS', 'CURVATURE', 'check_metadata',
+           'metadata_path', 'load_metadata', 'make_synthetic_metadata', 'FeatureSchema', 'target_values', 'to_accuracy',
+           'xgb_model', 'fit_models', 'cell_table', 'split_groups', 'group_folds', 'inner_splits', 'tune',
+           'conformal_offset', 'Predictor', 'train_predictor', 'save_predictor', 'load_predictor', 'linear_baseline',
+           'calibrated_proxy', 'cross_validate', 'covered', 'score_predictions', 'mae_per_method', 'without_curvature',
+           'oof_top1', 'curvature_ablation', 'PredictSettings', 'feature_importance', 'write_predict_figures',
+           'run_predict']
 
 # %% ../nbs/06_predict.ipynb #054e022c
 SPLITS = ("random", "arch_split", "compr_split", "arch_family_strict", "compr_family")
@@ -436,6 +437,52 @@ def mae_per_method(p: pd.DataFrame) -> pd.DataFrame:
     "MAE of g per (split, method)."
     return (p.assign(err=(p.pred - p.y_true).abs()).groupby(["split", "method"])["err"].mean().unstack("split"))
 
+# %% ../nbs/06_predict.ipynb #1601114b
+CURVATURE = tuple(f for f in FEATURES.name if FEATURES.set_index("name").group[f] == "curvature")
+
+def without_curvature(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with the curvature features blanked (NaN): g never splits on them, and the columns stay for the schema."
+    return df.assign(**{c: np.nan for c in CURVATURE if c in df.columns})
+
+def oof_top1(p: pd.DataFrame, ratios=(1.5, 2, 4, 8, 16)) -> pd.DataFrame:
+    """One row per out-of-fold problem of `cross_validate` predictions `p` (with `ratio`): per model and bound r, the
+    cells with compression ratio >= r (at least two); `gap` = best true accuracy - true accuracy of g's first choice."""
+    rows = []
+    for (model, r), c in ((k, p[(p.model == k[0]) & (p.ratio >= k[1])]) for k in product(sorted(p.model.unique()), ratios)):
+        if len(c) < 2: continue
+        rows.append({"model": model, "min_ratio": r, "n": len(c), "gap": float(c.y_true.max() - c.y_true.iloc[int(np.argmax(c.pred.values))])})
+    return pd.DataFrame(rows, columns=["model", "min_ratio", "n", "gap"])
+
+def _paired_ci(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    "95 % percentile bootstrap interval of mean(a - b), resampling the pairs."
+    rng = np.random.default_rng(seed); d = np.asarray(a) - np.asarray(b)
+    if len(d) < 2: return (np.nan, np.nan)
+    m = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    return float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))
+
+def curvature_ablation(df: pd.DataFrame, source: str, *, k: int = 5, n_boot: int = 1000, ratios=(1.5, 2, 4, 8, 16), **fit) -> pd.DataFrame:
+    """Does curvature earn its cost? g cross-validated (random split, the same folds) on the cells of `source` that
+    have curvature features, once with them and once with them blanked: MAE and the out-of-fold top-1 gap, and
+    (with - without) with paired-bootstrap 95 % intervals. Empty when fewer than 2k cells carry curvature."""
+    d = df[df.applicable.astype(bool) & (df.source == source) & np.isfinite(df.get("f_src_hess_eig1", np.nan))]
+    if d.cell_id.nunique() < 2 * k: return pd.DataFrame()
+    runs = {}
+    for name, dv in (("with", d), ("without", without_curvature(d))):
+        p, m = cross_validate(dv, source, "random", k=k, **fit)
+        runs[name] = (p.sort_values("cell_id").reset_index(drop=True).assign(ratio=lambda x: x.cell_id.map(d.set_index("cell_id").f_compression_ratio)),
+                      m.sort_values(["fold", "cell_id"]).reset_index(drop=True))
+    assert runs["with"][1].equals(runs["without"][1]), "the two variants must share their folds"
+    err = {n: (r[0].pred - r[0].y_true).abs().to_numpy() for n, r in runs.items()}
+    top = {n: oof_top1(r[0], ratios) for n, r in runs.items()}
+    rows = [{"variant": n, "cells": len(err[n]), "models": d.model.nunique(), "mae": float(err[n].mean()),
+             "top1_gap": float(top[n].gap.mean()) if len(top[n]) else np.nan, "problems": len(top[n])} for n in runs]
+    mlo, mhi = _paired_ci(err["with"], err["without"], n_boot, 0)
+    glo, ghi = _paired_ci(top["with"].gap.to_numpy(), top["without"].gap.to_numpy(), n_boot, 1)
+    rows.append({"variant": "with - without", "cells": len(err["with"]), "models": d.model.nunique(),
+                 "mae": rows[0]["mae"] - rows[1]["mae"], "mae_lo": mlo, "mae_hi": mhi,
+                 "top1_gap": rows[0]["top1_gap"] - rows[1]["top1_gap"], "top1_gap_lo": glo, "top1_gap_hi": ghi, "problems": len(top["with"])})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/06_predict.ipynb #6a000002
 @dataclass
 class PredictSettings(StepSettings):
@@ -454,6 +501,7 @@ class PredictSettings(StepSettings):
     headline_source: str = "ideal"       # the source of the figures (the first present when it is absent)
     synthetic: bool = False              # the synthetic meta-dataset: for trying the step, never for a reported number
     threads: int | None = 1
+    curvature_features: bool = True      # g uses the Hessian features (false: blanked; the ablation still reads them)
 
 def feature_importance(g: Predictor) -> pd.Series:
     "Gain of each encoded feature in g's mean model, ascending."
@@ -490,7 +538,8 @@ def write_predict_figures(preds: pd.DataFrame, scores: dict, g: Predictor, split
 # %% ../nbs/06_predict.ipynb #6a000004
 def run_predict(profile: str, settings: PredictSettings | None = None, progress: bool = True) -> dict[str, Path]:
     """The step: held-out predictions, fold membership, tuning tables and scores under `data/predict/<profile>/`;
-    `figures/<profile>/predictor/<source>.json` per eval source and the figures. Returns every path it wrote."""
+    `figures/<profile>/predictor/<source>.json` per eval source, the figures, and `curvature_ablation.csv` (the headline
+    source's cells with curvature, with and without it: `curvature_ablation`). Returns every path it wrote."""
     s = settings or PredictSettings()
     t0 = time.time()
     figs, out = figures_dir(profile), profile_dir("predict", profile)
@@ -498,6 +547,7 @@ def run_predict(profile: str, settings: PredictSettings | None = None, progress:
     present = [src for src in SOURCES if src in set(meta.source)]
     use_sources = present if s.sources == "all" else [src for src in s.sources if src in present]
     headline = s.headline_source if s.headline_source in use_sources else use_sources[0]
+    raw, meta = meta, (meta if s.curvature_features else without_curvature(meta))
     fit = dict(base_params=s.xgb, grid=s.grid, targets=s.targets, inner_folds=s.inner_folds, quantiles=s.quantiles, seed=s.seed,
                threads=s.threads)
     all_p, all_m = [], []
@@ -516,11 +566,17 @@ def run_predict(profile: str, settings: PredictSettings | None = None, progress:
     final, tuning = {}, []
     for src in use_sources:
         final[src], table = train_predictor(meta, src, **fit)
-        if extract_budget: final[src].meta["extract_budget"] = extract_budget
+        if extract_budget:   # a g that never reads curvature tells the recommender not to pay for it (curvature_n 0)
+            final[src].meta["extract_budget"] = extract_budget if s.curvature_features else {**extract_budget, "curvature_n": 0}
+        final[src].meta["curvature_features"] = bool(s.curvature_features)
         paths[f"predictor_{src}"] = save_predictor(final[src], figs / "predictor" / f"{src}.json")
         tuning.append(table.assign(source=src))
     with atomic_path(paths["tuning"]) as tmp: pd.concat(tuning, ignore_index=True).to_csv(tmp, index=False)
     paths |= write_predict_figures(preds[preds.source == headline], scores[headline], final[headline], s.splits, headline, figs)
+    ablation = curvature_ablation(raw, headline, k=s.k_folds, **fit)
+    paths["curvature_ablation"] = figs / "curvature_ablation.csv"
+    with atomic_path(paths["curvature_ablation"]) as tmp:
+        (ablation if len(ablation) else pd.DataFrame(columns=["variant", "cells", "mae", "top1_gap"])).to_csv(tmp, index=False, float_format="%.5f")
     paths["scores"] = save_json({"profile": profile, "sources": use_sources, "splits": s.splits, "headline_source": headline,
                                  "quantiles": s.quantiles, "scores": scores, "seconds": round(time.time() - t0, 1)}, out / "predict_scores.json")
     return paths

@@ -388,7 +388,7 @@ def candidate_cell(key: dict, common: dict) -> dict:
     # is given, and the base must stay trainable for the next candidate of this worker
     f = cell_features(model, copy.deepcopy(common["model"]), common["source"], report=rep, meta=common["meta"], settings=common["settings"],
                       base_cache=bc, seed=common["seed"])
-    f.pop("_t_curvature", None); f.pop("curvature_setup", None)
+    f.pop("_t_curvature", None); f.pop("curvature_setup", None); f.pop("curvature_residual", None)
     out = {"applicable": True, "features": f, "latency_ms": lat, "seconds": time.perf_counter() - t0,
            "report": {k: v for k, v in rep.items() if isinstance(v, (str, int, float, bool, type(None)))}}
     if common.get("verify") is not None:

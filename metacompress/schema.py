@@ -77,7 +77,7 @@ KEYS = ["cell_id", "model", "method", "level", "seed", "source", "source_n", "ap
 TARGET_COLUMNS = ["y_test_acc", "y_test_loss", "y_base_test_acc", "y_base_test_loss", "y_test_acc_drop", "y_test_loss_drop",
            "y_test_n", "y_test_acc_se"]
 TIMES = ["t_compress", "t_recovery", "t_features", "t_curvature", "t_test"]
-COLUMNS = KEYS + list(FEATURES.name) + TARGET_COLUMNS + TIMES + ["curvature_setup"]
+COLUMNS = KEYS + list(FEATURES.name) + TARGET_COLUMNS + TIMES + ["curvature_setup", "curvature_residual"]
 
 # wall-clock measurements: kept in the table (latency constraints, figures), never a predictor input, so that a
 # prediction does not depend on the machine or its load (a busier core used to move `pred_acc` across a tree split)
@@ -98,7 +98,7 @@ def check_schema(df: pd.DataFrame) -> pd.DataFrame:
                                           "add them to schema.FEATURES / TARGET_COLUMNS / TIMES or fix the cell function")
     df = df[COLUMNS].copy()
     for c in CATEGORICAL + ("cell_id", "model", "method", "source", "reason", "curvature_setup"): df[c] = df[c].astype(str)
-    num = [c for c in COLUMNS if c.startswith(("f_", "y_", "t_")) and c not in CATEGORICAL] + ["level"]
+    num = [c for c in COLUMNS if c.startswith(("f_", "y_", "t_")) and c not in CATEGORICAL] + ["level", "curvature_residual"]
     for c in num:
         try: df[c] = df[c].astype("float64")
         except (TypeError, ValueError) as e: raise ValueError(f"metadata schema: column {c} is not numeric ({e})") from e

@@ -52,7 +52,7 @@ def test_finetune_step(smoke_run):
     names = list(p["pretrained"]) + list(p["archs"])
     zoo = pd.read_csv(smoke_run / "figures/smoke/zoo.csv")
     assert list(zoo.columns) == ["name", "family", "weights_source", "params", "macs", "size_mb", "claimed_acc",
-                                 "test_acc_before", "finetune_kept", "test_acc", "train_seconds", "seconds"]
+                                 "test_acc_before", "finetune_kept", "finetune_rounds", "test_acc", "train_seconds", "seconds"]
     assert zoo.name.tolist() == names
     assert zoo.test_acc.between(0, 1).all() and (zoo.params > 5e4).all() and (zoo.macs > 5e5).all()
     pre = zoo[zoo.name.isin(p["pretrained"])]
@@ -62,7 +62,8 @@ def test_finetune_step(smoke_run):
         meta = json.loads((smoke_run / f"data/models/smoke/{name}.json").read_text())
         for k in ("name", "family", "weights_source", "trained_on", "test_acc_before", "test_acc", "recipe_hash"): assert k in meta, k
         if name in p["pretrained"]:
-            assert "@sha256:" in meta["weights_source"] and meta["steps"] == p["pt_steps"]
+            assert "@sha256:" in meta["weights_source"] and 1 <= meta["finetune_rounds"] <= p["pt_rounds"]
+            assert meta["steps"] == p["pt_steps"] * meta["finetune_rounds"]              # every round trained pt_steps
             assert meta["finetune_kept"] in ("pretrained", "finetuned")     # the touch-up was judged on the ideal split
             if meta["finetune_kept"] == "pretrained": assert meta["test_acc"] == meta["test_acc_before"]
         else: assert meta["weights_source"].startswith(("imagenet:", "scratch"))          # recorded either way
