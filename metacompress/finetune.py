@@ -332,32 +332,31 @@ def finetune_member(key: dict, common: dict) -> dict:
     set_seed(s["seed"])                    # a fresh head / from-scratch weights follow the seed, not the process's history
     model, source = build_zoo_member(name, splits, weights=s["weights"], stem=s["stem"])
     before = evaluate(model, splits.test, device=device, channels_last=cl)["acc"] if pre else None
-    kept, untouched = None, None
+    kept, rounds = None, 0
     if pre:
-        if transfer_settings(s, splits) is None: untouched = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        judged = transfer_settings(s, splits) is None     # a CIFAR-10 member: each touch-up is kept only if it clearly helps
         tr = transfer_settings(s, splits) or {"steps": s["pt_steps"], "lr": s["pt_lr"], "bn_eval": s["pt_bn_eval"]}
-        hist = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
-                           optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
-                           seed=s["seed"], device=device, desc=name, progress=s["progress"], channels_last=cl, bn_eval=tr["bn_eval"])
-        rounds = 1
-        if untouched is not None:        # touch-up rounds while each is kept: a member is left at its plateau on the ideal
-            kept = keep_touch_up(model.cpu(), untouched, getattr(splits, "ideal", None))   # images, so the recovery of
-            while kept == "finetuned" and rounds < s.get("pt_rounds", 1):                  # the `none` cell has nothing
-                untouched = {k: v.detach().clone() for k, v in model.state_dict().items()} # left to gain (issue 18)
-                more = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
-                                   optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
-                                   seed=s["seed"] + rounds, device=device, desc=f"{name} round {rounds + 1}", progress=s["progress"],
-                                   channels_last=cl, bn_eval=tr["bn_eval"])
-                hist = {**hist, "steps": hist["steps"] + more["steps"], "seconds": hist["seconds"] + more["seconds"]}
-                kept = keep_touch_up(model.cpu(), untouched, getattr(splits, "ideal", None)); rounds += 1
-            if rounds > 1 and kept != "finetuned": kept = "finetuned"   # an undone later round leaves the earlier ones kept
-            untouched = None
+        hist = None
+        # touch-up rounds while each is kept: a member ends at its plateau on the ideal images, so the recovery of the
+        # `none` cell has nothing left to gain (issue 18)
+        while True:
+            before_round = {k: v.detach().clone() for k, v in model.state_dict().items()} if judged else None
+            more = train_model(model, splits.train, max_steps=tr["steps"], batch_size=s["pt_batch_size"], lr=tr["lr"],
+                               optimizer=s["pt_optimizer"], schedule=s["pt_schedule"], label_smoothing=s["pt_label_smoothing"],
+                               seed=s["seed"] + rounds, device=device, desc=name if rounds == 0 else f"{name} round {rounds + 1}",
+                               progress=s["progress"], channels_last=cl, bn_eval=tr["bn_eval"])
+            hist = more if hist is None else {**hist, "steps": hist["steps"] + more["steps"], "seconds": hist["seconds"] + more["seconds"]}
+            rounds += 1
+            if not judged: break
+            undone = keep_touch_up(model.cpu(), before_round, getattr(splits, "ideal", None)) != "finetuned"
+            if undone or rounds >= s.get("pt_rounds", 1):
+                kept = "pretrained" if undone and rounds == 1 else "finetuned"   # an undone later round keeps the earlier ones
+                break
     else:
         hist = train_model(model, splits.train, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
                            schedule=s["schedule"], label_smoothing=s["label_smoothing"], seed=s["seed"], device=device, desc=name,
                            progress=s["progress"], channels_last=cl)
     model.cpu()
-    if untouched is not None: kept = keep_touch_up(model, untouched, getattr(splits, "ideal", None))
     res = evaluate(model, splits.test, device=device, channels_last=cl)
     model.cpu()
     m = cifar_zoo.get_member(name) if pre else None
