@@ -11,6 +11,7 @@ from pathlib import Path
 import papermill
 import torch
 import yaml
+from jupyter_client.manager import KernelManager
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from PIL import Image
@@ -232,6 +233,18 @@ def _engine(hold):
     papermill_engines.register("metacompress", _HoldingEngine)
     return "metacompress"
 
+def _kernel_logged_to(path: Path):
+    """A kernel manager whose kernel writes its own stdout/stderr (not the cells': those come over the kernel's
+    messages) to `path`. Only the kernel's internals write there, e.g. tornado's traceback when the runner shuts
+    the kernel down mid-flush after a failing cell ('Socket operation on non-socket'), which would break the
+    one-line failure; the file keeps it for whoever wants it."""
+    class _KernelToLog(KernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(path, "ab") as f:                 # Popen duplicates the descriptor: ours can close at once
+                kw.setdefault("stdout", f); kw.setdefault("stderr", f)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+    return _KernelToLog
+
 def _cpu_seconds() -> float:
     "user + sys CPU seconds of this process and of its finished (waited-for) children, theirs included."
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -277,6 +290,7 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
     def hold(src, cell_type):
         for other, pats in (wait_for or {}).items():
             if cell_needs(src, pats, cell_type): _wait_for_steps(profile, [other], since or entry["started_ts"], step)
+    kernel_log = out.with_suffix(".kernel.log"); kernel_log.unlink(missing_ok=True)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     def timing():
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
@@ -287,7 +301,7 @@ def run_step(step: str, profile: str = "quick", force: bool = False, progress: b
             try:
                 papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(nb.parent), kernel_name="python3",
                                            progress_bar=progress, log_output=False, stdout_file=streams[0], stderr_file=streams[1],
-                                           engine_name=_engine(hold) if wait_for else None)
+                                           engine_name=_engine(hold) if wait_for else None, kernel_manager_class=_kernel_logged_to(kernel_log))
                 break
             except Exception as e:     # a kernel that never started ran no cell: starting it again is safe
                 if not kernel_start_failed(e) or attempt == KERNEL_START_TRIES - 1: raise

@@ -51,6 +51,19 @@ def test_warnings_and_progress_reach_the_terminal_and_a_failure_is_one_line(repo
     err = capfd.readouterr().err
     assert "deep()" in err and "ValueError" in err and err.strip().splitlines()[-1].startswith("error: finetune failed"), err
 
+def test_the_kernels_own_output_goes_to_its_log_not_the_terminal(repo, capfd):
+    """What the kernel process itself prints (ipykernel's log; tornado's traceback when a kernel is shut down
+    mid-flush after a failing cell) would break the one-line failure: it goes to `<step>.kernel.log`, the cells' output still
+    reaches the terminal."""
+    from metacompress.run import main
+    _nb(repo / "nbs" / "01_data.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
+        "IPKernelApp.instance().log.error('Traceback (most recent call last): kernel internals')\n"
+        "import sys; print('the cell says', file=sys.stderr)")
+    main(["data", "--profile", "smoke", "--no-progress"])
+    err = capfd.readouterr().err
+    assert "[data] the cell says" in err and "kernel internals" not in err, err
+    assert "kernel internals" in (repo.parent / "data" / "runs" / "smoke" / "01_data.kernel.log").read_text()
+
 def test_interrupted_step_is_recorded_and_check_says_so(repo, capfd):
     "A step killed outright (SIGKILL: no chance to write) is `running` with a dead pid: the check calls it interrupted, with its progress."
     from metacompress.run import main, step_state, update_run_record
