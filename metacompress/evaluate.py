@@ -79,6 +79,10 @@ def satisfies(cells, p: Problem) -> np.ndarray:
 # %% ../nbs/07_evaluate.ipynb #cd13b09f
 def make_problems(cells, sweep: dict, min_candidates: int = 2) -> list[Problem]:
     "Problems of the sweep over `cells`, de-duplicated by candidate set, each with >= `min_candidates` candidates."
+    if any(f is not None for f in sweep.get("latency_fracs") or []):
+        warnings.warn("latency_fracs caps problems by wall-clock latency, a measurement that changes with the machine and "
+                      "its load: the problem set (and every headline) then differs between runs; set latency_fracs: [null] "
+                      "for a reproducible study")
     a = _arrays(cells)
     scopes = sorted(set(a.model)) + (["any"] if len(set(a.model)) > 1 else [])
     out, seen = [], set()

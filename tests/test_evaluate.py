@@ -249,3 +249,15 @@ def test_seed_spread_is_the_median_per_cell_sd():
                        "seed": [0, 1] * 3, "y_test_acc": [0.50, 0.52, 0.80, 0.80, 0.30, 0.40]})
     assert E.seed_spread(sp) == pytest.approx(np.std([0.50, 0.52], ddof=1))      # sds 0.014, 0, 0.071: the median
     assert E.seed_spread(None) == 0.0 and E.seed_spread(sp.iloc[::2]) == 0.0       # one seed per cell: no spread
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_a_shipped_profiles_problems_do_not_depend_on_measured_latency(profile):
+    """Latency is timed, not computed: two runs of the same code measure it differently, so a problem set that
+    depends on it changes every headline between runs. The shipped sweeps must give the same problems under
+    latencies 20 % apart, and a latency cap must say so."""
+    from metacompress.core import load_profile
+    sweep = load_profile(profile)["07_evaluate"]["problems"]
+    c = E.cell_properties(make_synthetic_metadata(n_models=3, n_methods=4, n_levels=3, sources=("ideal",), seed=2), "ideal")
+    jitter = np.random.default_rng(0).uniform(0.8, 1.2, len(c))
+    assert make_problems(c, sweep) == make_problems(c.assign(f_latency_b1_ms=c.f_latency_b1_ms * jitter), sweep)
+    with pytest.warns(UserWarning, match="latency_fracs: \\[null\\]"): make_problems(c, {"ratios": [1], "latency_fracs": [0.75]})
