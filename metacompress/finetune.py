@@ -294,8 +294,8 @@ def transfer_settings(s: dict, splits) -> dict | None:
 
 def keep_touch_up(model: nn.Module, before: dict, ideal: Split) -> str:
     """'finetuned', or 'pretrained' with `model` given its `before` state back: the touch-up of a CIFAR-10 member is
-    kept only when it lowers the cross-entropy on the ideal split (never trained on) by more than one paired standard
-    error, the rule a compression's recovery follows (`recovery.kept_outcome`). Every pretrained member saw the whole
+    kept only when it lowers the cross-entropy on the ideal split (never trained on) by `recovery.KEEP_Z` paired standard
+    errors, the rule a compression's recovery follows (`recovery.kept_outcome`). Every pretrained member saw the whole
     official train set, so a touch-up on it can only fit that set further: it cost plain56 1.2-1.5 test points
     (more than the profile's `claimed_margin` on one of two CPUs), while LeNet gains 2."""
     from metacompress.recovery import image_losses, kept_outcome     # (here: the recovery module imports this one)
@@ -334,8 +334,9 @@ def finetune_member(key: dict, common: dict) -> dict:
     before = evaluate(model, splits.test, device=device, channels_last=cl)["acc"] if pre else None
     kept, rounds = None, 0
     if pre:
-        judged = transfer_settings(s, splits) is None     # a CIFAR-10 member: each touch-up is kept only if it clearly helps
-        tr = transfer_settings(s, splits) or {"steps": s["pt_steps"], "lr": s["pt_lr"], "bn_eval": s["pt_bn_eval"]}
+        tr = transfer_settings(s, splits)
+        judged = tr is None                               # a CIFAR-10 member: each touch-up is kept only if it clearly helps
+        tr = tr or {"steps": s["pt_steps"], "lr": s["pt_lr"], "bn_eval": s["pt_bn_eval"]}
         hist = None
         # touch-up rounds while each is kept: a member ends at its plateau on the ideal images, so the recovery of the
         # `none` cell has nothing left to gain (issue 18)

@@ -175,8 +175,9 @@ def _rel(p) -> str:
     try: return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
     except ValueError: return str(p)
 
-# Lines every kernel prints that say nothing about the step (no ipywidgets for tqdm.auto; jupyter_client's TCP note)
-NOISE = ("IProgress not found", "from .autonotebook import tqdm as notebook_tqdm", "Kernel is running over TCP without encryption")
+# Lines every kernel's cells print that say nothing about the step (no ipywidgets for tqdm.auto); the kernel process's
+# own notes (jupyter_client's TCP warning) go to its log (`_kernel_logged_to`)
+NOISE = ("IProgress not found", "from .autonotebook import tqdm as notebook_tqdm")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _BAR = re.compile(r"^\s*(?P<desc>[^|]*?):?\s*\d+%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 
