@@ -24,7 +24,7 @@ from .measure import accounting, conv_channels, mean_weight_bits, measure_latenc
 # the methods rooms register their methods on import, in this order: the catalogue's
 from . import methods_unstructured, methods_structured, methods_lowrank, methods_quant, methods_pipeline
 from .methods_unstructured import finalize_pruning
-from .compress_demo import demo_fpgm, demo_int8, demo_slim, plot_demo
+from .compress_demo import ACT_BITS_COLUMNS, demo_activation_bits, demo_fpgm, demo_int8, demo_slim, plot_demo
 from .compress_report import plot_recovery_curve
 
 # %% auto #0
@@ -207,9 +207,12 @@ def demo_recovery(model: nn.Module, data: Split, eval_split: Split, budget: Budg
 
 def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: float = 0.4, budget: Budget | None = None,
                   eval_n: int | None = None, probe_archs: list[str] | None = None, curve_models=(), curve_cells=(),
-                  curve_steps=(0, 10, 20, 50), curve_kd: dict | None = None, progress: bool = True) -> dict:
+                  curve_steps=(0, 10, 20, 50), curve_kd: dict | None = None, act_bits_models=(), act_bits_n: int | None = None,
+                  progress: bool = True) -> dict:
     """The step: `figures/<profile>/catalogue.csv`, `applicability.csv` (probe over `probe_archs`, default the whole
-    zoo), and the fidelity demonstrations on `demo_arch` (default: the zoo's first model with BatchNorm) in `compress_demo.csv` and `.png`."""
+    zoo), and the fidelity demonstrations on `demo_arch` (default: the zoo's first model with BatchNorm) in `compress_demo.csv` and `.png`;
+    the recovery curve over `curve_models` (`recovery_curve.csv`, `.png`); the activation-bits probe over `act_bits_models`
+    on the first `act_bits_n` test images (`ptq8_activation_bits.csv`; [] : the file's header only)."""
     budget = budget or Budget(); splits = load_splits(profile); out = figures_dir(profile)
     cat = catalogue()
     with atomic_path(out / "catalogue.csv") as tmp: cat.to_csv(tmp, index=False)
@@ -245,7 +248,12 @@ def run_catalogue(profile: str, *, demo_arch: str | None = None, demo_level: flo
             with atomic_path(cached) as tmp: curve.to_csv(tmp, index=False, float_format="%.5g")
         with atomic_path(out / "recovery_curve.csv") as tmp: curve.to_csv(tmp, index=False, float_format="%.5g")
         plot_recovery_curve(curve, out / "recovery_curve.png")
-    return {"catalogue": cat, "applicability": probe, "demo": demo, "curve": curve}
+    calib_x = data.inputs(slice(0, budget.calib_images))          # the images `compress` calibrates PTQ on
+    abits = demo_activation_bits({a: load_zoo_model(profile, a)[0] for a in act_bits_models}, calib_x,
+                                 splits.test if act_bits_n is None else splits.test[:act_bits_n])
+    if not len(abits): abits = pd.DataFrame(columns=ACT_BITS_COLUMNS)
+    with atomic_path(out / "ptq8_activation_bits.csv") as tmp: abits.to_csv(tmp, index=False, float_format="%.5g")
+    return {"catalogue": cat, "applicability": probe, "demo": demo, "curve": curve, "act_bits": abits}
 
 # %% ../nbs/04_compress.ipynb #e3f278e4
 def recovery_curve(models: dict, cells, variants, data: Split, eval_split: Split, budget: Budget, progress: bool = True) -> pd.DataFrame:

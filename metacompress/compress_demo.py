@@ -15,12 +15,13 @@ from .core import atomic_path, set_seed
 from .data import Split
 from .measure import conv_linear, measure_latency
 from .methods_structured import l1_filter, slim_lambda
-from .quantize import deploy_int8, fuse_fp32
+from .finetune import evaluate
+from .quantize import QuantConv2d, QuantLinear, _first_last, deploy_int8, fuse_fp32, quantize_model
 from .recovery import Context, bn_gammas, bn_layers
 from .registry import Budget, NotApplicable
 
 # %% auto #0
-__all__ = ['demo_slim', 'demo_fpgm', 'demo_int8', 'plot_demo']
+__all__ = ['ACT_BITS_COLUMNS', 'demo_slim', 'demo_fpgm', 'demo_int8', 'plot_demo', 'demo_activation_bits']
 
 # %% ../nbs/04j_compress_demo.ipynb #7217039a
 def _jaccard(a: set, b: set) -> float: return len(a & b) / max(1, len(a | b))
@@ -90,3 +91,33 @@ def plot_demo(hist: dict, int8: pd.DataFrame, path: str | Path) -> Path:
     fig.tight_layout(); path = Path(path)
     with atomic_path(path) as tmp: fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig); return path
+
+# %% ../nbs/04j_compress_demo.ipynb #6e608112
+ACT_BITS_COLUMNS = ["model", "w_bits", "a_bits", "test_acc", "base_acc", "drop_pp", "logit_rel_err", "eval_n", "min_live_channels", "of_channels"]
+
+def demo_activation_bits(models: dict, calib_x: torch.Tensor, test: Split, a_bits=(8, 10, 32), live_var: float = 1e-6) -> pd.DataFrame:
+    """One row per (model of `models` {name: float model}, layer-input bits of `a_bits`): `ptq_minmax` 8-bit weights, the
+    middle layers' inputs at `a_bits` (32: float), ranges calibrated on `calib_x`; test_acc and base_acc on `test`,
+    drop_pp, logit_rel_err = ||q(x) - f(x)|| / ||f(x)|| on `test`, and `min_live_channels` / `of_channels` of the
+    BatchNorm layer with the fewest channels of running variance above `live_var`."""
+    rows = []
+    for name, model in models.items():
+        model = copy.deepcopy(model).cpu().eval(); base = evaluate(model, test)
+        with torch.no_grad(): ref = model(test.inputs())
+        live = [(int((b.running_var > live_var).sum()), b.num_features) for b in bn_layers(model)] or [(-1, -1)]
+        fewest = min(live)
+        for ab in a_bits:
+            q = quantize_model(model, "ptq_minmax", 8, calib_x).eval(); ends = _first_last(q)
+            mids = [m for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear)) and m not in ends]
+            for m in mids:
+                if ab == 32: m.a_quant = nn.Identity()
+                else: m.a_quant.bits, m.a_quant.calibrating = int(ab), True
+            with torch.no_grad(): q(calib_x)            # the ranges again, at the new bits
+            for m in mids:
+                if ab != 32: m.a_quant.calibrating = False
+            acc = evaluate(q, test)["acc"]
+            with torch.no_grad(): err = float((q(test.inputs()) - ref).norm() / ref.norm().clamp_min(1e-12))
+            rows.append({"model": name, "w_bits": 8, "a_bits": int(ab), "test_acc": acc, "base_acc": base["acc"],
+                         "drop_pp": 100 * (base["acc"] - acc), "logit_rel_err": err, "eval_n": len(test),
+                         "min_live_channels": fewest[0], "of_channels": fewest[1]})
+    return pd.DataFrame(rows)
